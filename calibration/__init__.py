@@ -1,0 +1,1 @@
+"""INT8 calibration: real component inputs, Q/DQ graphs, TensorRT calibration caches, accuracy reports."""

@@ -1,0 +1,100 @@
+"""Safe checkpoint loading: official key names in, clear errors out.
+
+Released VideoCrafter1 checkpoints are Lightning pickles whose weights sit under
+``state_dict``; golden cases ship ``weights.safetensors``. Both go through
+:func:`load_state_dict`, and every module is filled by :func:`load_into`, which
+refuses missing, unexpected or mis-shaped keys with a list of them.
+"""
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Mapping
+
+import torch
+
+SHOWN_KEYS = 20
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read, is untrusted, or does not fit the module."""
+
+
+def _key_list(title: str, keys: list[str]) -> str:
+    shown = ", ".join(keys[:SHOWN_KEYS])
+    more = f" ... and {len(keys) - SHOWN_KEYS} more" if len(keys) > SHOWN_KEYS else ""
+    return f"{len(keys)} {title}: {shown}{more}"
+
+
+def read_checkpoint(path: str | Path, *, trust: bool = False) -> dict[str, torch.Tensor]:
+    """Read every tensor of a ``.safetensors`` or torch checkpoint file.
+
+    Torch pickles load with ``weights_only=True``; one that needs arbitrary code
+    loads only with ``trust=True`` (the CLI's ``--trust-checkpoint``).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise CheckpointError(f"{path} is not a readable safetensors file: {exc}") from exc
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=not trust, mmap=True)
+    except pickle.UnpicklingError as exc:
+        if trust:
+            raise CheckpointError(f"{path} could not be unpickled: {exc}") from exc
+        raise CheckpointError(
+            f"{path} needs full pickle loading, which can run arbitrary code "
+            f"(weights_only=True refused it: {str(exc).splitlines()[0]}). "
+            "If you trust its source, pass --trust-checkpoint (trust=True)."
+        ) from exc
+    except (RuntimeError, OSError, EOFError) as exc:
+        raise CheckpointError(f"{path} is not a readable torch checkpoint: {exc}") from exc
+    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{path} holds a {type(obj).__name__}, expected a dict of tensors")
+    return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+
+
+def select_prefix(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The tensors under ``prefix``, with the prefix stripped (all of them when prefix is empty)."""
+    if not prefix:
+        return dict(state)
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def load_into(module: torch.nn.Module, state: Mapping[str, torch.Tensor], *, what: str = "module") -> None:
+    """Copy ``state`` into ``module``; any missing, unexpected or mis-shaped key is an error."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    mis_shaped = sorted(
+        f"{k} (checkpoint {tuple(state[k].shape)}, model {tuple(own[k].shape)})"
+        for k in set(own) & set(state)
+        if tuple(state[k].shape) != tuple(own[k].shape)
+    )
+    problems = [
+        _key_list(title, keys)
+        for title, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("keys with wrong shapes", mis_shaped))
+        if keys
+    ]
+    if problems:
+        raise CheckpointError(
+            f"checkpoint does not fit {what}: " + "; ".join(problems)
+            + ". Check that the checkpoint and --variant/--config describe the same model."
+        )
+    module.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
+
+
+def load_checkpoint(
+    module: torch.nn.Module, path: str | Path, *, prefix: str = "", trust: bool = False, what: str = "module"
+) -> torch.nn.Module:
+    """Read ``path``, keep the keys under ``prefix``, load them into ``module`` and return it."""
+    load_into(module, select_prefix(read_checkpoint(path, trust=trust), prefix), what=what)
+    return module

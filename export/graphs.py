@@ -1,0 +1,93 @@
+"""Export specs: which wrapper module becomes which graph, with which tensor names.
+
+A :class:`GraphSpec` is the single description of one exported graph. Export,
+verify-reference and the parity tests all run the same spec, in torch through
+:meth:`GraphSpec.run_torch` and under ONNX Runtime through :func:`export_graph`.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from export.onnx_io import agreement, export_onnx, run_onnx
+from runtime.bundle import Component, TensorSpec
+
+_DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.int64: "int64", torch.int32: "int32"}
+
+
+@dataclass
+class GraphSpec:
+    """One graph: a wrapper module, its input/output names and symbolic axes."""
+
+    name: str
+    module: torch.nn.Module
+    inputs: Sequence[str]
+    outputs: Sequence[str]
+    dynamic_axes: Mapping[str, Mapping[int, str]]
+
+    def run_torch(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        args = [torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in self.inputs]
+        with torch.no_grad():
+            result = self.module.eval()(*args)
+        result = result if isinstance(result, (tuple, list)) else (result,)
+        return {n: r.detach().cpu().numpy() for n, r in zip(self.outputs, result)}
+
+    def tensor_specs(self, feeds: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]) -> tuple:
+        def spec(name: str, array: np.ndarray) -> TensorSpec:
+            axes = self.dynamic_axes.get(name, {})
+            shape = tuple(axes.get(i, int(d)) for i, d in enumerate(array.shape))
+            return TensorSpec(name=name, dtype=str(array.dtype), shape=shape)
+
+        return (
+            tuple(spec(n, feeds[n]) for n in self.inputs),
+            tuple(spec(n, outputs[n]) for n in self.outputs),
+        )
+
+
+@dataclass(frozen=True)
+class GraphCheck:
+    """ORT vs torch on the example inputs, per output."""
+
+    name: str
+    max_abs: float
+    cosine: float
+    seconds: float
+
+    def line(self) -> str:
+        return (f"  {self.name:<16} onnxruntime vs torch: max abs {self.max_abs:.2e}, cosine {self.cosine:.8f} "
+                f"(export {self.seconds:.1f} s)")
+
+
+def compare_outputs(reference: Mapping[str, np.ndarray], found: Mapping[str, np.ndarray]) -> tuple[float, float]:
+    """Worst max-abs error and lowest cosine over the outputs both dicts name."""
+    scores = [agreement(reference[n], found[n]) for n in reference]
+    return max(s.max_abs for s in scores), min(s.cosine for s in scores)
+
+
+def export_graph(
+    spec: GraphSpec, feeds: Mapping[str, np.ndarray], path: Path, profile: Mapping[str, Mapping[str, Sequence[int]]]
+) -> tuple[Component, GraphCheck, dict[str, np.ndarray]]:
+    """Export ``spec`` to ``path``, check it under ONNX Runtime and describe it as a component."""
+    start = time.perf_counter()
+    reference = spec.run_torch(feeds)
+    args = [torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in spec.inputs]
+    export_onnx(spec.module, args, path, input_names=spec.inputs, output_names=spec.outputs,
+                dynamic_axes=spec.dynamic_axes)
+    found = run_onnx(path, {n: feeds[n] for n in spec.inputs})
+    max_abs, cosine = compare_outputs(reference, found)
+    inputs, outputs = spec.tensor_specs(feeds, reference)
+    extra = tuple(sorted(p.name for p in path.parent.glob(path.name + ".data")))
+    component = Component(
+        name=spec.name,
+        file=path.name,
+        inputs=inputs,
+        outputs=outputs,
+        profile={k: {lvl: tuple(v[lvl]) for lvl in ("min", "opt", "max")} for k, v in profile.items()},
+        extra_files=extra,
+    )
+    return component, GraphCheck(spec.name, max_abs, cosine, time.perf_counter() - start), found

@@ -1,0 +1,90 @@
+"""Export one torch module to ONNX and check it under ONNX Runtime.
+
+Every graph of every bundle goes through :func:`export_onnx`; every check of a
+graph against its torch module goes through :func:`compare_with_torch`.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+
+OPSET = 17
+EXTERNAL_DATA_THRESHOLD = 2 * 1024**3 - 64 * 1024**2  # protobuf's 2 GiB limit, with headroom
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How closely two arrays agree."""
+
+    max_abs: float
+    cosine: float
+
+
+def agreement(reference: np.ndarray, found: np.ndarray) -> Agreement:
+    ref = np.asarray(reference, dtype=np.float64).ravel()
+    got = np.asarray(found, dtype=np.float64).ravel()
+    if ref.shape != got.shape:
+        raise ValueError(f"shape mismatch: expected {np.shape(reference)}, found {np.shape(found)}")
+    max_abs = float(np.max(np.abs(ref - got))) if ref.size else 0.0
+    denom = np.linalg.norm(ref) * np.linalg.norm(got)
+    cosine = float(ref @ got / denom) if denom > 0 else float(np.array_equal(ref, got))
+    return Agreement(max_abs=max_abs, cosine=cosine)
+
+
+def export_onnx(
+    module: torch.nn.Module,
+    args: Sequence[torch.Tensor],
+    path: str | Path,
+    *,
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    dynamic_axes: Mapping[str, Mapping[int, str]],
+) -> Path:
+    """Trace ``module`` on ``args`` and write ``path`` (opset 17, external data past 2 GB)."""
+    import onnx
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    module = module.eval()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module,
+            tuple(args),
+            str(path),
+            input_names=list(input_names),
+            output_names=list(output_names),
+            dynamic_axes={k: dict(v) for k, v in dynamic_axes.items()},
+            opset_version=OPSET,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+    model = onnx.load(str(path), load_external_data=True)
+    size = model.ByteSize()
+    if size > EXTERNAL_DATA_THRESHOLD:
+        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=path.name + ".data", size_threshold=1024)
+        onnx.checker.check_model(str(path))
+    else:
+        onnx.checker.check_model(model)
+    return path
+
+
+def ort_session(path: str | Path):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def run_onnx(path: str | Path, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Run the graph at ``path`` on CPU and return its outputs by name."""
+    session = ort_session(path)
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, dict(feeds))))

@@ -1,0 +1,150 @@
+"""Write a VideoCrafter1 bundle: text encoder, UNet step, VAE decoder and encoder.
+
+Weights come from a released checkpoint (official key names, prefixes as in the
+Lightning ``state_dict``) or, without one, from seeded random values. Each graph
+is checked against its torch module under ONNX Runtime as it is written.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from export.checkpoint import load_into, read_checkpoint, select_prefix
+from export.graphs import GraphSpec, export_graph
+from export.random_init import randomize_
+from export.videocrafter1 import components as vc
+from export.videocrafter1.presets import VariantConfig
+from runtime.bundle import BundleWriter, Manifest, write_manifest
+from runtime.tokenizer import DEFAULT_VOCAB, ClipTokenizer
+
+TOKENIZER_FILE = "tokenizer/" + DEFAULT_VOCAB.name
+Log = Callable[[str], None]
+
+
+def build_modules(config: VariantConfig, checkpoint: Path | None, *, trust: bool, seed: int) -> dict[str, torch.nn.Module]:
+    """The variant's torch modules, filled from ``checkpoint`` or seeded random weights."""
+    modules = {
+        "unet": vc.build_unet(config.unet),
+        "vae": vc.build_vae(config.vae),
+        "text_encoder": vc.build_text_encoder(config.text),
+    }
+    if checkpoint is None:
+        for offset, module in enumerate(modules.values()):
+            randomize_(module, seed + offset)
+    else:
+        state = read_checkpoint(checkpoint, trust=trust)
+        for name, module in modules.items():
+            load_into(module, select_prefix(state, vc.PREFIXES[name]), what=f"{config.name} {name}")
+        del state
+    return {name: module.eval() for name, module in modules.items()}
+
+
+def shape_ranges(config: VariantConfig) -> dict[str, dict[str, int]]:
+    """min/opt/max of the symbolic axes: frames, latent size, guidance batch."""
+    f = config.vae_factor
+    lh, lw = config.height // f, config.width // f
+    return {
+        "batch": {"min": 1, "opt": 2, "max": 4},
+        "frames": {"min": 1, "opt": config.frames, "max": max(24, config.frames)},
+        "latent_height": {"min": max(1, lh // 2), "opt": lh, "max": lh * 2},
+        "latent_width": {"min": max(1, lw // 2), "opt": lw, "max": lw * 2},
+    }
+
+
+def _profile(spec: GraphSpec, feeds: dict[str, np.ndarray], ranges: dict[str, dict[str, int]]) -> dict:
+    """Per-input min/opt/max shapes: symbolic axes from ``ranges``, fixed axes as traced."""
+    profile = {}
+    for name in spec.inputs:
+        axes = spec.dynamic_axes.get(name, {})
+        profile[name] = {
+            level: [ranges[axes[i]][level] if axes.get(i) in ranges else int(d)
+                    for i, d in enumerate(feeds[name].shape)]
+            for level in ("min", "opt", "max")
+        }
+    return profile
+
+
+def graph_plan(config: VariantConfig, modules: dict[str, torch.nn.Module]) -> list[tuple[GraphSpec, dict, dict]]:
+    """(spec, example feeds, axis ranges) for every graph of the bundle."""
+    ranges = shape_ranges(config)
+    f = config.vae_factor
+    lh, lw = config.height // f, config.width // f
+    generator = torch.Generator().manual_seed(0)
+    tokens = ClipTokenizer()(["a corgi running on the beach", ""], context_length=77)
+    text_ranges = {"batch": {"min": 1, "opt": 2, "max": 4}}
+    unet_feeds = vc.example_unet_inputs(config.unet, batch=2, frames=config.frames, height=lh, width=lw,
+                                       context_length=77)
+    z = torch.randn(config.frames, 4, lh, lw, generator=generator).numpy()
+    frames = (torch.rand(2, 3, config.height, config.width, generator=generator) * 2 - 1).numpy()
+    image_ranges = {**ranges, "frames": {"min": 1, "opt": config.frames, "max": ranges["frames"]["max"]},
+                    "height": {k: v * f for k, v in ranges["latent_height"].items()},
+                    "width": {k: v * f for k, v in ranges["latent_width"].items()}}
+    return [
+        (vc.text_encoder_spec(modules["text_encoder"]), {"tokens": tokens}, text_ranges),
+        (vc.unet_spec(modules["unet"], bool(config.unet.get("fps_cond"))), unet_feeds, ranges),
+        (vc.vae_decoder_spec(modules["vae"]), {"z": z}, image_ranges),
+        (vc.vae_encoder_spec(modules["vae"]), {"frames": frames}, image_ranges),
+    ]
+
+
+def pipeline_constants(config: VariantConfig) -> dict:
+    s = config.sampler
+    constants = {
+        "mode": config.mode,
+        "height": config.height,
+        "width": config.width,
+        "frames": config.frames,
+        "fps": s["fps"],
+        "save_fps": s["save_fps"],
+        "latent_channels": config.unet["in_channels"],
+        "vae_factor": config.vae_factor,
+        "scale_factor": s["scale_factor"],
+        "context_length": config.text["text_cfg"]["context_length"],
+        "uncond_prompt": "",
+        "tokenizer": TOKENIZER_FILE,
+        "fps_cond": bool(config.unet.get("fps_cond")),
+        "sampler": {
+            "name": "ddim",
+            "linear_start": s["linear_start"],
+            "linear_end": s["linear_end"],
+            "num_timesteps": s["timesteps"],
+            "steps": s["steps"],
+            "eta": s["eta"],
+            "guidance_scale": s["guidance_scale"],
+            **{k: s[k] for k in ("use_scale", "scale_a", "scale_b", "mid_step", "fix_scale_bug") if k in s},
+        },
+    }
+    return constants
+
+
+def export_bundle(config: VariantConfig, out: Path, *, checkpoint: Path | None = None, trust: bool = False,
+                  seed: int = 0, log: Log = print) -> Path:
+    """Build, export, check and write the bundle for ``config`` at ``out``."""
+    started = time.perf_counter()
+    source = f"checkpoint {checkpoint}" if checkpoint else f"seeded random weights (seed {seed}), no checkpoint given"
+    log(f"videocrafter1 {config.name}: building modules from {source}")
+    modules = build_modules(config, checkpoint, trust=trust, seed=seed)
+    plan = graph_plan(config, modules)
+    components = {}
+    with BundleWriter(out) as root:
+        for index, (spec, feeds, ranges) in enumerate(plan, 1):
+            log(f"[{index}/{len(plan)}] exporting {spec.name} ...")
+            component, check, _ = export_graph(spec, feeds, root / f"{spec.name}.onnx", _profile(spec, feeds, ranges))
+            components[spec.name] = component
+            log(check.line())
+        (root / TOKENIZER_FILE).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(DEFAULT_VOCAB, root / TOKENIZER_FILE)
+        files = [TOKENIZER_FILE] + [f for c in components.values() for f in (c.file, *c.extra_files)]
+        manifest = Manifest(
+            family="videocrafter1", variant=config.name, components=components,
+            pipeline=pipeline_constants(config), files={f: {} for f in files},
+            note="; ".join([f"weights: {source}", *config.notes]),
+        )
+        write_manifest(root, manifest)
+    log(f"wrote {out} in {time.perf_counter() - started:.1f} s")
+    return out

@@ -1,0 +1,115 @@
+"""VideoCrafter1 submodules as exported graphs: builders, wrappers and export specs.
+
+Graph tensor names are the golden cases' names, so a case's ``io.npz`` feeds a
+graph directly and the runtime uses the same names.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from export.graphs import GraphSpec
+from export.videocrafter1.openclip import OpenCLIPTextEncoder
+from export.videocrafter1.unet import UNetModel
+from export.videocrafter1.vae import AutoencoderKL
+
+PREFIXES = {
+    "unet": "model.diffusion_model.",
+    "vae": "first_stage_model.",
+    "text_encoder": "cond_stage_model.model.",
+}
+
+
+def build_unet(config: dict) -> UNetModel:
+    return UNetModel(**config)
+
+
+def build_vae(config: dict) -> AutoencoderKL:
+    return AutoencoderKL(**config)
+
+
+def build_text_encoder(config: dict) -> OpenCLIPTextEncoder:
+    return OpenCLIPTextEncoder(config["text_cfg"], config["embed_dim"], layer=config.get("layer", "penultimate"))
+
+
+class UNetStep(nn.Module):
+    """One denoising step: ``(x, timesteps, context[, fps]) -> eps``."""
+
+    def __init__(self, unet: UNetModel):
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, x, timesteps, context, fps=None):
+        return self.unet(x, timesteps, context, fps) if fps is not None else self.unet(x, timesteps, context)
+
+
+class VaeDecode(nn.Module):
+    """Latents of independent frames ``(N, 4, h, w)`` -> frames ``(N, 3, H, W)`` in about [-1, 1]."""
+
+    def __init__(self, vae: AutoencoderKL):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, z):
+        return self.vae.decode(z)
+
+
+class VaeEncode(nn.Module):
+    """Frames ``(N, 3, H, W)`` in [-1, 1] -> posterior mean and log-variance ``(N, 4, h, w)``."""
+
+    def __init__(self, vae: AutoencoderKL):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, frames):
+        return self.vae.encode(frames)
+
+
+class TextEncode(nn.Module):
+    def __init__(self, encoder: OpenCLIPTextEncoder):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, tokens):
+        return self.encoder(tokens)
+
+
+def unet_spec(unet: UNetModel, fps_cond: bool) -> GraphSpec:
+    video = {0: "batch", 2: "frames", 3: "latent_height", 4: "latent_width"}
+    axes = {"x": video, "timesteps": {0: "batch"}, "context": {0: "batch", 1: "context_length"}, "eps": video}
+    inputs = ["x", "timesteps", "context"]
+    if fps_cond:
+        inputs.append("fps")
+        axes["fps"] = {0: "batch"}
+    return GraphSpec("unet", UNetStep(unet), inputs, ["eps"], axes)
+
+
+def vae_decoder_spec(vae: AutoencoderKL) -> GraphSpec:
+    axes = {"z": {0: "frames", 2: "latent_height", 3: "latent_width"},
+            "decoded": {0: "frames", 2: "height", 3: "width"}}
+    return GraphSpec("vae_decoder", VaeDecode(vae), ["z"], ["decoded"], axes)
+
+
+def vae_encoder_spec(vae: AutoencoderKL) -> GraphSpec:
+    latent = {0: "frames", 2: "latent_height", 3: "latent_width"}
+    axes = {"frames": {0: "frames", 2: "height", 3: "width"}, "posterior_mean": latent, "posterior_logvar": latent}
+    return GraphSpec("vae_encoder", VaeEncode(vae), ["frames"], ["posterior_mean", "posterior_logvar"], axes)
+
+
+def text_encoder_spec(encoder: OpenCLIPTextEncoder) -> GraphSpec:
+    axes = {"tokens": {0: "batch"}, "context": {0: "batch"}}
+    return GraphSpec("text_encoder", TextEncode(encoder), ["tokens"], ["context"], axes)
+
+
+def example_unet_inputs(config: dict, *, batch: int, frames: int, height: int, width: int, context_length: int,
+                        seed: int = 0) -> dict:
+    """Seeded example inputs for one UNet step (what export traces and checks with)."""
+    generator = torch.Generator().manual_seed(seed)
+    feeds = {
+        "x": torch.randn(batch, config["in_channels"], frames, height, width, generator=generator).numpy(),
+        "timesteps": torch.randint(1, 1000, (batch,), generator=generator).numpy(),
+        "context": torch.randn(batch, context_length, config["context_dim"], generator=generator).numpy(),
+    }
+    if config.get("fps_cond"):
+        feeds["fps"] = torch.full((batch,), 24, dtype=torch.int64).numpy()
+    return feeds

@@ -1,0 +1,139 @@
+"""VideoCrafter1 model configurations: the released variants and the ``tiny`` presets.
+
+Every config is the OFFICIAL constructor arguments of each component (as in the
+released ``inference_*_v1.0.yaml``), so a released checkpoint and a golden case
+build through the same code. ``from_yaml`` reads an official inference yaml.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+TEXT_VIT_H_14 = {"context_length": 77, "vocab_size": 49408, "width": 1024, "heads": 16, "layers": 24}
+VISION_VIT_H_14 = {"image_size": 224, "layers": 32, "width": 1280, "head_width": 80, "patch_size": 14}
+OPENCLIP_EMBED_DIM = 1024
+
+_UNET_COMMON = {
+    "in_channels": 4, "out_channels": 4, "model_channels": 320, "attention_resolutions": [4, 2, 1],
+    "num_res_blocks": 2, "channel_mult": [1, 2, 4, 4], "num_head_channels": 64, "transformer_depth": 1,
+    "context_dim": 1024, "use_linear": True, "use_checkpoint": True, "temporal_attention": True,
+    "temporal_selfatt_only": True, "use_causal_attention": False, "temporal_length": 16,
+    "addition_attention": True,
+}
+_VAE_SD = {
+    "embed_dim": 4,
+    "ddconfig": {"double_z": True, "z_channels": 4, "resolution": 512, "in_channels": 3, "out_ch": 3, "ch": 128,
+                 "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0},
+    "lossconfig": {"target": "torch.nn.Identity"},
+}
+# Sampler settings of scripts/evaluation/inference.py and the DDPM buffers of the yaml.
+_SAMPLER = {"linear_start": 0.00085, "linear_end": 0.012, "timesteps": 1000, "steps": 50, "eta": 1.0,
+            "guidance_scale": 12.0, "fps": 24, "save_fps": 10, "scale_factor": 0.18215}
+
+
+@dataclass
+class VariantConfig:
+    """Everything needed to build and export one VideoCrafter1 variant."""
+
+    name: str
+    unet: dict[str, Any]
+    vae: dict[str, Any]
+    text: dict[str, Any]
+    sampler: dict[str, Any]
+    height: int
+    width: int
+    frames: int
+    image: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def mode(self) -> str:
+        return "i2v" if self.unet.get("use_image_attention") else "t2v"
+
+    @property
+    def vae_factor(self) -> int:
+        return 2 ** (len(self.vae["ddconfig"]["ch_mult"]) - 1)
+
+
+def _released(name: str, unet_extra: dict, height: int, width: int, sampler_extra: dict | None = None) -> VariantConfig:
+    return VariantConfig(
+        name=name,
+        unet={**_UNET_COMMON, **unet_extra},
+        vae=copy.deepcopy(_VAE_SD),
+        text={"text_cfg": dict(TEXT_VIT_H_14), "embed_dim": OPENCLIP_EMBED_DIM, "layer": "penultimate"},
+        sampler={**_SAMPLER, **(sampler_extra or {})},
+        height=height,
+        width=width,
+        frames=16,
+    )
+
+
+def released_variants() -> dict[str, VariantConfig]:
+    return {
+        "t2v-512": _released("t2v-512", {"temporal_conv": False, "use_relative_position": True}, 320, 512),
+        "t2v-1024": _released(
+            "t2v-1024", {"temporal_conv": False, "use_relative_position": True, "fps_cond": True}, 576, 1024,
+            {"use_scale": True, "scale_a": 1.0, "scale_b": 0.3, "mid_step": 400, "fix_scale_bug": True},
+        ),
+    }
+
+
+def tiny_t2v() -> VariantConfig:
+    """A small T2V model with every released T2V code path on (seeded random weights)."""
+    return VariantConfig(
+        name="tiny-t2v",
+        unet={
+            "in_channels": 4, "out_channels": 4, "model_channels": 32, "attention_resolutions": [2, 1],
+            "num_res_blocks": 1, "channel_mult": [1, 2], "num_head_channels": 16, "transformer_depth": 1,
+            "context_dim": 32, "use_linear": True, "use_checkpoint": False, "temporal_attention": True,
+            "temporal_selfatt_only": True, "use_causal_attention": False, "temporal_length": 8,
+            "addition_attention": True, "temporal_conv": False, "use_relative_position": True,
+        },
+        vae={
+            "embed_dim": 4,
+            "ddconfig": {"double_z": True, "z_channels": 4, "resolution": 64, "in_channels": 3, "out_ch": 3,
+                         "ch": 32, "ch_mult": [1, 2, 2, 2], "num_res_blocks": 1, "attn_resolutions": [],
+                         "dropout": 0.0},
+            "lossconfig": {"target": "torch.nn.Identity"},
+        },
+        text={"text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 3},
+              "embed_dim": 32, "layer": "penultimate"},
+        sampler={**_SAMPLER, "steps": 10},
+        height=64,
+        width=64,
+        frames=8,
+    )
+
+
+def tiny_variants() -> dict[str, VariantConfig]:
+    return {"tiny-t2v": tiny_t2v()}
+
+
+def from_yaml(path: str | Path, variant: VariantConfig) -> VariantConfig:
+    """Override ``variant``'s model configs with those of an official inference yaml."""
+    import yaml
+
+    text = Path(path).read_text(encoding="utf-8")
+    params = (yaml.safe_load(text) or {}).get("model", {}).get("params")
+    if not isinstance(params, dict):
+        raise ValueError(f"{path}: expected an official inference yaml with model.params; found none")
+    config = copy.deepcopy(variant)
+    try:
+        config.unet = dict(params["unet_config"]["params"])
+        first_stage = params["first_stage_config"]["params"]
+        config.vae = {k: first_stage[k] for k in ("embed_dim", "ddconfig", "lossconfig") if k in first_stage}
+        config.sampler["linear_start"] = params.get("linear_start", config.sampler["linear_start"])
+        config.sampler["linear_end"] = params.get("linear_end", config.sampler["linear_end"])
+        config.sampler["timesteps"] = params.get("timesteps", config.sampler["timesteps"])
+        config.sampler["scale_factor"] = params.get("scale_factor", config.sampler["scale_factor"])
+        for key in ("use_scale", "scale_a", "scale_b", "mid_step", "fix_scale_bug"):
+            if key in params:
+                config.sampler[key] = params[key]
+        layer = params["cond_stage_config"].get("params", {}).get("layer", "penultimate")
+        config.text = {**config.text, "layer": layer}
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: missing {exc} in model.params; is this a VideoCrafter1 inference yaml?") from exc
+    config.notes.append(f"model configs read from {Path(path).name}")
+    return config
