@@ -54,7 +54,7 @@ class VideoPipeline:
 
         def predict(x: np.ndarray, t: int):
             batch = contexts.shape[0]
-            feeds = {"x": np.repeat(x, batch // x.shape[0], axis=0),
+            feeds = {"x": np.concatenate([x] * (batch // x.shape[0])),
                      "timesteps": np.full((batch,), t, dtype=np.int64), "context": contexts}
             if self.constants["fps_cond"]:
                 feeds["fps"] = np.full((batch,), fps, dtype=np.int64)
@@ -89,7 +89,7 @@ class VideoPipeline:
         predict = self.predictor(embedded[:1], embedded[1:] if guided else None, c["fps"] if fps is None else fps)
         rng = np.random.default_rng(seed)
         x_T = rng.standard_normal(shape, dtype=np.float32)
-        bar = ProgressBar("sampling", steps) if progress else None
+        bar = ProgressBar("sampling", schedule.num_steps) if progress else None
         latents = ddim_sample(predict, x_T, schedule, guidance_scale=guidance_scale, rng=rng, progress=bar)
         return self.decode(latents)
 
