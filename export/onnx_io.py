@@ -5,6 +5,7 @@ graph against its torch module goes through :func:`compare_with_torch`.
 """
 from __future__ import annotations
 
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,33 +46,39 @@ def export_onnx(
     output_names: Sequence[str],
     dynamic_axes: Mapping[str, Mapping[int, str]],
 ) -> Path:
-    """Trace ``module`` on ``args`` and write ``path`` (opset 17, external data past 2 GB)."""
+    """Trace ``module`` on ``args`` and write ``path`` (opset 17; ``<name>.data`` past 2 GB), checker-clean.
+
+    The exporter writes into a scratch folder first (a large model comes out as one
+    file per tensor there); the result is saved as one graph file, plus one external
+    data file when the weights pass protobuf's 2 GB limit.
+    """
     import onnx
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    module = module.eval()
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module,
-            tuple(args),
-            str(path),
-            input_names=list(input_names),
-            output_names=list(output_names),
-            dynamic_axes={k: dict(v) for k, v in dynamic_axes.items()},
-            opset_version=OPSET,
-            do_constant_folding=True,
-            dynamo=False,
-        )
-    model = onnx.load(str(path), load_external_data=True)
-    size = model.ByteSize()
-    if size > EXTERNAL_DATA_THRESHOLD:
-        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=path.name + ".data", size_threshold=1024)
-        onnx.checker.check_model(str(path))
-    else:
-        onnx.checker.check_model(model)
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=path.parent) as scratch:
+        traced = Path(scratch) / path.name
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module.eval(),
+                tuple(args),
+                str(traced),
+                input_names=list(input_names),
+                output_names=list(output_names),
+                dynamic_axes={k: dict(v) for k, v in dynamic_axes.items()},
+                opset_version=OPSET,
+                do_constant_folding=True,
+                dynamo=False,
+            )
+        model = onnx.load(str(traced), load_external_data=True)
+        weights = sum(t.ByteSize() for t in model.graph.initializer)
+        if weights > EXTERNAL_DATA_THRESHOLD:
+            onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=path.name + ".data", size_threshold=1024)
+        else:
+            onnx.save_model(model, str(path))
+    onnx.checker.check_model(str(path))
     return path
 
 

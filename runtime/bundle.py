@@ -22,7 +22,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -93,6 +93,10 @@ class Component:
             "profile": {k: {lvl: list(d) for lvl, d in v.items()} for k, v in self.profile.items()},
             "engines": [dict(e) for e in self.engines],
         }
+
+    def with_engines(self, engines: Iterable[Mapping[str, Any]]) -> "Component":
+        """A copy of this component whose ``engines`` list is replaced."""
+        return replace(self, engines=tuple(dict(e) for e in engines))
 
     def check_shapes(self, shapes: Mapping[str, tuple[int, ...]]) -> None:
         """Refuse input shapes (of the inputs named in ``shapes``) outside the profile, naming the range."""
@@ -239,11 +243,13 @@ class Bundle:
 
 
 def write_manifest(root: Path, manifest: Manifest) -> None:
-    """Hash every listed file under ``root`` and write ``manifest.json``."""
+    """Hash every listed file under ``root`` and write ``manifest.json`` (atomically: temp file, then rename)."""
     for rel in manifest.files:
         path = root / rel
         manifest.files[rel] = {"size": path.stat().st_size, "sha256": sha256_of(path)}
-    (root / MANIFEST).write_text(json.dumps(manifest.to_json(), indent=1), encoding="utf-8")
+    partial = root / f".{MANIFEST}.partial-{os.getpid()}"
+    partial.write_text(json.dumps(manifest.to_json(), indent=1), encoding="utf-8")
+    os.replace(partial, root / MANIFEST)
 
 
 class BundleWriter:

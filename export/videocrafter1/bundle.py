@@ -20,9 +20,9 @@ from export.random_init import randomize_
 from export.videocrafter1 import components as vc
 from export.videocrafter1.presets import VariantConfig
 from runtime.bundle import BundleWriter, Manifest, write_manifest
-from runtime.tokenizer import DEFAULT_VOCAB, ClipTokenizer
+from runtime.tokenizer import VOCAB_FILE, ClipTokenizer
 
-TOKENIZER_FILE = "tokenizer/" + DEFAULT_VOCAB.name
+TOKENIZER_FILE = "tokenizer/" + VOCAB_FILE.name
 Log = Callable[[str], None]
 
 
@@ -138,7 +138,7 @@ def export_bundle(config: VariantConfig, out: Path, *, checkpoint: Path | None =
             components[spec.name] = component
             log(check.line())
         (root / TOKENIZER_FILE).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(DEFAULT_VOCAB, root / TOKENIZER_FILE)
+        shutil.copyfile(VOCAB_FILE, root / TOKENIZER_FILE)
         files = [TOKENIZER_FILE] + [f for c in components.values() for f in (c.file, *c.extra_files)]
         manifest = Manifest(
             family="videocrafter1", variant=config.name, components=components,

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from export.graphs import GraphSpec
-from export.videocrafter1.openclip import OpenCLIPTextEncoder
+from export.videocrafter1.openclip import OpenCLIPTextEncoder, OpenCLIPVisionTokens
+from export.videocrafter1.resampler import Resampler
 from export.videocrafter1.unet import UNetModel
 from export.videocrafter1.vae import AutoencoderKL
 
@@ -17,6 +18,8 @@ PREFIXES = {
     "unet": "model.diffusion_model.",
     "vae": "first_stage_model.",
     "text_encoder": "cond_stage_model.model.",
+    "image_encoder": "embedder.model.visual.",
+    "image_proj": "image_proj_model.",
 }
 
 
@@ -30,6 +33,14 @@ def build_vae(config: dict) -> AutoencoderKL:
 
 def build_text_encoder(config: dict) -> OpenCLIPTextEncoder:
     return OpenCLIPTextEncoder(config["text_cfg"], config["embed_dim"], layer=config.get("layer", "penultimate"))
+
+
+def build_image_encoder(config: dict) -> OpenCLIPVisionTokens:
+    return OpenCLIPVisionTokens(config["vision_cfg"], config["embed_dim"])
+
+
+def build_image_proj(config: dict) -> Resampler:
+    return Resampler(**config)
 
 
 class UNetStep(nn.Module):
@@ -74,6 +85,28 @@ class TextEncode(nn.Module):
         return self.encoder(tokens)
 
 
+class ImageEncode(nn.Module):
+    """Normalised 224x224 pixels -> all vision tokens ``(B, 257, width)``."""
+
+    def __init__(self, encoder: OpenCLIPVisionTokens):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, pixels):
+        return self.encoder(pixels)
+
+
+class ImageProject(nn.Module):
+    """Vision tokens -> image context tokens ``(B, num_queries, context_dim)`` (the Resampler)."""
+
+    def __init__(self, resampler: Resampler):
+        super().__init__()
+        self.resampler = resampler
+
+    def forward(self, image_tokens):
+        return self.resampler(image_tokens)
+
+
 def unet_spec(unet: UNetModel, fps_cond: bool) -> GraphSpec:
     video = {0: "batch", 2: "frames", 3: "latent_height", 4: "latent_width"}
     axes = {"x": video, "timesteps": {0: "batch"}, "context": {0: "batch", 1: "context_length"}, "eps": video}
@@ -113,3 +146,13 @@ def example_unet_inputs(config: dict, *, batch: int, frames: int, height: int, w
     if config.get("fps_cond"):
         feeds["fps"] = torch.full((batch,), 24, dtype=torch.int64).numpy()
     return feeds
+
+
+def image_encoder_spec(encoder: OpenCLIPVisionTokens) -> GraphSpec:
+    axes = {"pixels": {0: "batch"}, "tokens": {0: "batch"}}
+    return GraphSpec("image_encoder", ImageEncode(encoder), ["pixels"], ["tokens"], axes)
+
+
+def image_proj_spec(resampler: Resampler) -> GraphSpec:
+    axes = {"image_tokens": {0: "batch"}, "context_tokens": {0: "batch"}}
+    return GraphSpec("image_proj", ImageProject(resampler), ["image_tokens"], ["context_tokens"], axes)

@@ -33,6 +33,16 @@ def verify_text_encoder(case: Case) -> list[Row]:
     return verify_graphs(case, encoder, [vc.text_encoder_spec(encoder)])
 
 
+def verify_image_encoder(case: Case) -> list[Row]:
+    encoder = vc.build_image_encoder(case.config)
+    return verify_graphs(case, encoder, [vc.image_encoder_spec(encoder)])
+
+
+def verify_image_proj(case: Case) -> list[Row]:
+    resampler = vc.build_image_proj(case.config)
+    return verify_graphs(case, resampler, [vc.image_proj_spec(resampler)])
+
+
 def verify_tokenizer(case: Case) -> list[Row]:
     ids = ClipTokenizer()([str(s) for s in case.io["strings"]], context_length=case.config["context_length"])
     return [score(case, "runtime", {"ids": ids})]
@@ -99,6 +109,8 @@ HANDLERS = {
     "unet3d": verify_unet,
     "vae": verify_vae,
     "openclip.text.penultimate": verify_text_encoder,
+    "openclip.vision.tokens": verify_image_encoder,
+    "resampler": verify_image_proj,
     "openclip.tokenizer": verify_tokenizer,
     "ddim.schedule": verify_schedule,
     "ddim.sample": verify_sample,
