@@ -1,4 +1,4 @@
-"""VideoCrafter1 in the runtime: prompt -> text encoder -> DDIM over the UNet -> per-frame VAE decode.
+"""VideoCrafter1 in the runtime: prompt (+ image) -> encoders -> DDIM over the UNet -> per-frame VAE decode.
 
 ``VideoPipeline`` holds the opened sessions (load once, generate many times;
 safe to share between threads); ``generate_video`` is the one-call form.
@@ -12,6 +12,7 @@ import numpy as np
 
 from runtime.bundle import Bundle, BundleError
 from runtime.ddim import DDIMSchedule, ddim_sample
+from runtime.image_conditioning import conditioning_pixels, unconditional_pixels
 from runtime.progress import ProgressBar
 from runtime.session import open_session
 from runtime.tokenizer import ClipTokenizer
@@ -35,10 +36,42 @@ class VideoPipeline:
         self.text_encoder = open_session(self.bundle, "text_encoder", backend=backend)
         self.unet = open_session(self.bundle, "unet", backend=backend)
         self.vae_decoder = open_session(self.bundle, "vae_decoder", backend=backend)
+        self.is_i2v = self.constants["mode"] == "i2v"
+        if self.is_i2v:
+            self.image_encoder = open_session(self.bundle, "image_encoder", backend=backend)
+            self.image_proj = open_session(self.bundle, "image_proj", backend=backend)
+            spec = self.constants["image"]
+            self.uncond_image_context = self.embed_pixels(unconditional_pixels(spec["size"], spec["mean"], spec["std"]))
 
     def encode_text(self, prompts: list[str]) -> np.ndarray:
         tokens = self.tokenizer(prompts, context_length=self.constants["context_length"])
         return self.text_encoder.run({"tokens": tokens})["context"]
+
+    def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """CLIP-normalised pixels ``(N, 3, 224, 224)`` -> image context tokens ``(N, Q, D)``."""
+        tokens = self.image_encoder.run({"pixels": pixels})["tokens"]
+        return self.image_proj.run({"image_tokens": tokens})["context_tokens"]
+
+    def embed_image(self, image, height: int, width: int) -> np.ndarray:
+        spec = self.constants["image"]
+        return self.embed_pixels(conditioning_pixels(image, height=height, width=width, size=spec["size"],
+                                                     mean=spec["mean"], std=spec["std"]))
+
+    def conditioning(self, prompt: str, image, guided: bool, height: int, width: int):
+        """(context, uncond context or None): text tokens, followed by image tokens for I2V."""
+        if self.is_i2v and image is None:
+            raise ValueError(f"{self.bundle.root} is an image-to-video bundle: pass image= (a path, PIL image or "
+                             "HxWx3 uint8 array)")
+        if not self.is_i2v and image is not None:
+            raise ValueError(f"{self.bundle.root} is a text-to-video bundle and takes no image; export an I2V "
+                             "variant (e.g. --variant i2v-512) for image conditioning")
+        embedded = self.encode_text([prompt, self.constants["uncond_prompt"]] if guided else [prompt])
+        context, uncond = embedded[:1], (embedded[1:] if guided else None)
+        if self.is_i2v:
+            context = np.concatenate([context, self.embed_image(image, height, width)], axis=1)
+            if uncond is not None:
+                uncond = np.concatenate([uncond, self.uncond_image_context], axis=1)
+        return context, uncond
 
     def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, ...]:
         factor = self.constants["vae_factor"]
@@ -71,22 +104,23 @@ class VideoPipeline:
         pixels = (np.clip(np.stack(frames), -1.0, 1.0) + 1.0) / 2.0 * 255.0
         return np.transpose(pixels, (0, 2, 3, 1)).astype(np.uint8)
 
-    def generate(self, prompt: str, *, steps: int | None = None, guidance_scale: float | None = None,
+    def generate(self, prompt: str, *, image=None, steps: int | None = None, guidance_scale: float | None = None,
                  eta: float | None = None, seed: int = 0, frames: int | None = None, fps: int | None = None,
                  height: int | None = None, width: int | None = None, progress: bool = True) -> np.ndarray:
         c, s = self.constants, self.constants["sampler"]
         steps = s["steps"] if steps is None else steps
         guidance_scale = s["guidance_scale"] if guidance_scale is None else guidance_scale
         eta = s["eta"] if eta is None else eta
-        shape = self.latent_shape(c["frames"] if frames is None else frames,
-                                  c["height"] if height is None else height, c["width"] if width is None else width)
+        height = c["height"] if height is None else height
+        width = c["width"] if width is None else width
+        shape = self.latent_shape(c["frames"] if frames is None else frames, height, width)
         schedule = DDIMSchedule.make(
             steps, eta=eta, linear_start=s["linear_start"], linear_end=s["linear_end"],
             num_timesteps=s["num_timesteps"],
             **{k: s[k] for k in ("use_scale", "scale_a", "scale_b", "mid_step", "fix_scale_bug") if k in s})
         guided = guidance_scale != 1.0
-        embedded = self.encode_text([prompt, c["uncond_prompt"]] if guided else [prompt])
-        predict = self.predictor(embedded[:1], embedded[1:] if guided else None, c["fps"] if fps is None else fps)
+        context, uncond = self.conditioning(prompt, image, guided, height, width)
+        predict = self.predictor(context, uncond, c["fps"] if fps is None else fps)
         rng = np.random.default_rng(seed)
         x_T = rng.standard_normal(shape, dtype=np.float32)
         bar = ProgressBar("sampling", schedule.num_steps) if progress else None
@@ -94,17 +128,18 @@ class VideoPipeline:
         return self.decode(latents)
 
 
-def generate_video(prompt: str, *, bundle: str | Path | Bundle | VideoPipeline, steps: int | None = None,
+def generate_video(prompt: str, *, bundle: str | Path | Bundle | VideoPipeline, image=None, steps: int | None = None,
                    guidance_scale: float | None = None, eta: float | None = None, seed: int = 0,
                    frames: int | None = None, fps: int | None = None, height: int | None = None,
                    width: int | None = None, output: str | Path | None = None, progress: bool = True) -> np.ndarray:
     """Generate a ``(T, H, W, 3)`` uint8 video; also write it as mp4 when ``output`` is given.
 
     Defaults (steps, guidance scale, eta, frames, size, fps) are the bundle's, i.e. the
-    official inference script's for a released variant.
+    official inference script's for a released variant. An I2V bundle needs ``image``
+    (a path, PIL image or HxWx3 uint8 array); a T2V bundle refuses one.
     """
     pipeline = bundle if isinstance(bundle, VideoPipeline) else VideoPipeline(bundle)
-    video = pipeline.generate(prompt, steps=steps, guidance_scale=guidance_scale, eta=eta, seed=seed, frames=frames,
+    video = pipeline.generate(prompt, image=image, steps=steps, guidance_scale=guidance_scale, eta=eta, seed=seed, frames=frames,
                               fps=fps, height=height, width=width, progress=progress)
     if output is not None:
         write_mp4(video, output, pipeline.constants["save_fps"])

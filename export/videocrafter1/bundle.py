@@ -1,4 +1,4 @@
-"""Write a VideoCrafter1 bundle: text encoder, UNet step, VAE decoder and encoder.
+"""Write a VideoCrafter1 bundle: text encoder, UNet step, VAE decoder and encoder (+ I2V image parts).
 
 Weights come from a released checkpoint (official key names, prefixes as in the
 Lightning ``state_dict``) or, without one, from seeded random values. Each graph
@@ -18,6 +18,7 @@ from export.checkpoint import load_into, read_checkpoint, select_prefix
 from export.graphs import GraphSpec, export_graph
 from export.random_init import randomize_
 from export.videocrafter1 import components as vc
+from export.videocrafter1.openclip import CLIP_MEAN, CLIP_STD
 from export.videocrafter1.presets import VariantConfig
 from runtime.bundle import BundleWriter, Manifest, write_manifest
 from runtime.tokenizer import VOCAB_FILE, ClipTokenizer
@@ -33,6 +34,9 @@ def build_modules(config: VariantConfig, checkpoint: Path | None, *, trust: bool
         "vae": vc.build_vae(config.vae),
         "text_encoder": vc.build_text_encoder(config.text),
     }
+    if config.mode == "i2v":
+        modules["image_encoder"] = vc.build_image_encoder(config.image_encoder)
+        modules["image_proj"] = vc.build_image_proj(config.image_proj)
     if checkpoint is None:
         for offset, module in enumerate(modules.values()):
             randomize_(module, seed + offset)
@@ -76,20 +80,31 @@ def graph_plan(config: VariantConfig, modules: dict[str, torch.nn.Module]) -> li
     lh, lw = config.height // f, config.width // f
     generator = torch.Generator().manual_seed(0)
     tokens = ClipTokenizer()(["a corgi running on the beach", ""], context_length=77)
-    text_ranges = {"batch": {"min": 1, "opt": 2, "max": 4}}
+    batch_ranges = {"batch": {"min": 1, "opt": 2, "max": 4}}
+    image_tokens = config.image_proj["num_queries"] if config.mode == "i2v" else 0
     unet_feeds = vc.example_unet_inputs(config.unet, batch=2, frames=config.frames, height=lh, width=lw,
-                                       context_length=77)
+                                       context_length=77 + image_tokens)
     z = torch.randn(config.frames, 4, lh, lw, generator=generator).numpy()
     frames = (torch.rand(2, 3, config.height, config.width, generator=generator) * 2 - 1).numpy()
     image_ranges = {**ranges, "frames": {"min": 1, "opt": config.frames, "max": ranges["frames"]["max"]},
                     "height": {k: v * f for k, v in ranges["latent_height"].items()},
                     "width": {k: v * f for k, v in ranges["latent_width"].items()}}
-    return [
-        (vc.text_encoder_spec(modules["text_encoder"]), {"tokens": tokens}, text_ranges),
+    plan = [
+        (vc.text_encoder_spec(modules["text_encoder"]), {"tokens": tokens}, batch_ranges),
         (vc.unet_spec(modules["unet"], bool(config.unet.get("fps_cond"))), unet_feeds, ranges),
         (vc.vae_decoder_spec(modules["vae"]), {"z": z}, image_ranges),
         (vc.vae_encoder_spec(modules["vae"]), {"frames": frames}, image_ranges),
     ]
+    if config.mode == "i2v":
+        size = config.image_encoder["vision_cfg"]["image_size"]
+        pixels = torch.randn(2, 3, size, size, generator=generator)
+        with torch.no_grad():
+            vision_tokens = modules["image_encoder"](pixels).numpy()
+        plan += [
+            (vc.image_encoder_spec(modules["image_encoder"]), {"pixels": pixels.numpy()}, batch_ranges),
+            (vc.image_proj_spec(modules["image_proj"]), {"image_tokens": vision_tokens}, batch_ranges),
+        ]
+    return plan
 
 
 def pipeline_constants(config: VariantConfig) -> dict:
@@ -119,6 +134,17 @@ def pipeline_constants(config: VariantConfig) -> dict:
             **{k: s[k] for k in ("use_scale", "scale_a", "scale_b", "mid_step", "fix_scale_bug") if k in s},
         },
     }
+    if config.mode == "i2v":
+        constants["image"] = {
+            "size": config.image_encoder["vision_cfg"]["image_size"],
+            "mean": list(CLIP_MEAN),
+            "std": list(CLIP_STD),
+            "loader_resize": "opencv bilinear to (height, width) on float32 RGB, then /127.5 - 1",
+            "clip_resize": "gaussian blur (reflect) when downscaling + bicubic align_corners (kornia antialias)",
+            "text_tokens": 77,
+            "image_tokens": config.image_proj["num_queries"],
+            "uncond_image": "zeros",
+        }
     return constants
 
 

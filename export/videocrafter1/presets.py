@@ -11,9 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-TEXT_VIT_H_14 = {"context_length": 77, "vocab_size": 49408, "width": 1024, "heads": 16, "layers": 24}
-VISION_VIT_H_14 = {"image_size": 224, "layers": 32, "width": 1280, "head_width": 80, "patch_size": 14}
-OPENCLIP_EMBED_DIM = 1024
+from export.videocrafter1.openclip import VIT_H_14_EMBED_DIM, VIT_H_14_TEXT, VIT_H_14_VISION
+
+# The released Resampler (``image_proj_model``) of I2V-512.
+IMAGE_PROJ_I2V_512 = {"dim": 1024, "depth": 4, "dim_head": 64, "heads": 12, "num_queries": 16,
+                      "embedding_dim": 1280, "output_dim": 1024, "ff_mult": 4}
 
 _UNET_COMMON = {
     "in_channels": 4, "out_channels": 4, "model_channels": 320, "attention_resolutions": [4, 2, 1],
@@ -45,7 +47,8 @@ class VariantConfig:
     height: int
     width: int
     frames: int
-    image: dict[str, Any] | None = None
+    image_encoder: dict[str, Any] | None = None
+    image_proj: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -62,7 +65,7 @@ def _released(name: str, unet_extra: dict, height: int, width: int, sampler_extr
         name=name,
         unet={**_UNET_COMMON, **unet_extra},
         vae=copy.deepcopy(_VAE_SD),
-        text={"text_cfg": dict(TEXT_VIT_H_14), "embed_dim": OPENCLIP_EMBED_DIM, "layer": "penultimate"},
+        text={"text_cfg": dict(VIT_H_14_TEXT), "embed_dim": VIT_H_14_EMBED_DIM, "layer": "penultimate"},
         sampler={**_SAMPLER, **(sampler_extra or {})},
         height=height,
         width=width,
@@ -70,8 +73,20 @@ def _released(name: str, unet_extra: dict, height: int, width: int, sampler_extr
     )
 
 
+def _released_i2v() -> VariantConfig:
+    config = _released(
+        "i2v-512",
+        {"temporal_conv": True, "use_relative_position": False, "use_image_attention": True, "fps_cond": True},
+        320, 512, {"use_scale": True, "scale_a": 1.0, "scale_b": 0.7, "mid_step": 400, "fix_scale_bug": False},
+    )
+    config.image_encoder = {"vision_cfg": dict(VIT_H_14_VISION), "embed_dim": VIT_H_14_EMBED_DIM}
+    config.image_proj = dict(IMAGE_PROJ_I2V_512)
+    return config
+
+
 def released_variants() -> dict[str, VariantConfig]:
     return {
+        "i2v-512": _released_i2v(),
         "t2v-512": _released("t2v-512", {"temporal_conv": False, "use_relative_position": True}, 320, 512),
         "t2v-1024": _released(
             "t2v-1024", {"temporal_conv": False, "use_relative_position": True, "fps_cond": True}, 576, 1024,
@@ -107,8 +122,21 @@ def tiny_t2v() -> VariantConfig:
     )
 
 
+def tiny_i2v() -> VariantConfig:
+    """A small I2V model: temporal conv, image cross-attention, fps conditioning, the scale schedule."""
+    config = tiny_t2v()
+    config.name = "tiny-i2v"
+    config.unet.update(temporal_conv=True, use_relative_position=False, use_image_attention=True, fps_cond=True)
+    config.sampler.update(use_scale=True, scale_a=1.0, scale_b=0.7, mid_step=400, fix_scale_bug=False)
+    config.image_encoder = {"vision_cfg": {"image_size": 224, "layers": 2, "width": 32, "patch_size": 14,
+                                           "head_width": 16}, "embed_dim": 16}
+    config.image_proj = {"dim": 32, "depth": 2, "dim_head": 8, "heads": 4, "num_queries": 4, "embedding_dim": 32,
+                         "output_dim": 32, "ff_mult": 2}
+    return config
+
+
 def tiny_variants() -> dict[str, VariantConfig]:
-    return {"tiny-t2v": tiny_t2v()}
+    return {"tiny-t2v": tiny_t2v(), "tiny-i2v": tiny_i2v()}
 
 
 def from_yaml(path: str | Path, variant: VariantConfig) -> VariantConfig:
@@ -131,6 +159,8 @@ def from_yaml(path: str | Path, variant: VariantConfig) -> VariantConfig:
         for key in ("use_scale", "scale_a", "scale_b", "mid_step", "fix_scale_bug"):
             if key in params:
                 config.sampler[key] = params[key]
+        if "image_proj_stage_config" in params:
+            config.image_proj = dict(params["image_proj_stage_config"]["params"])
         layer = params["cond_stage_config"].get("params", {}).get("layer", "penultimate")
         config.text = {**config.text, "layer": layer}
     except (KeyError, TypeError) as exc:
