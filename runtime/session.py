@@ -74,8 +74,29 @@ class OrtSession:
         return outputs
 
 
+_TENSORRT_OPTIONS = frozenset({"precision"})
+BACKENDS = ("onnxruntime", "tensorrt", "auto")
+
+
 def open_session(bundle: Bundle, name: str, *, backend: str = "onnxruntime", **options) -> Session:
-    """Open one component with the named backend."""
+    """Open one component with the named backend.
+
+    ``auto`` picks TensorRT when ``tensorrt`` imports and the bundle has an engine
+    of this component for the local GPU and TensorRT version, else ONNX Runtime;
+    options meant for the other backend (``precision`` for TensorRT, ``providers``
+    and ``threads`` for ONNX Runtime) are dropped.
+    """
+    if backend == "auto":
+        from runtime.tensorrt_backend import has_engine_for, local_target
+
+        local = local_target()
+        use_trt = local is not None and has_engine_for(bundle.component(name), local, options.get("precision"))
+        backend = "tensorrt" if use_trt else "onnxruntime"
+        options = {k: v for k, v in options.items() if (k in _TENSORRT_OPTIONS) == use_trt}
     if backend == "onnxruntime":
         return OrtSession(bundle, name, **options)
-    raise BundleError(f"unknown backend {backend!r}; expected 'onnxruntime'")
+    if backend == "tensorrt":
+        from runtime.tensorrt_backend import TensorRTSession
+
+        return TensorRTSession(bundle, name, **options)
+    raise BundleError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")

@@ -1,0 +1,101 @@
+"""``python -m engines {build,trtexec,register,lint} BUNDLE ...``"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from engines.precision import KEEP_FP32_MODES
+from engines.profiles import PRECISIONS
+from engines.trtexec import TARGETS
+from runtime.bundle import Bundle, BundleError
+from runtime.tensorrt_backend import LocalTarget, local_target
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m engines", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    build = commands.add_parser("build", help="build engines here with the TensorRT Python API")
+    build.add_argument("bundle", type=Path)
+    build.add_argument("--precision", choices=PRECISIONS, default="fp16")
+    build.add_argument("--components", nargs="+", help="default: every component")
+    build.add_argument("--workspace", type=int, default=4096, metavar="MB", help="builder workspace (default 4096)")
+    build.add_argument("--timing-cache", type=Path, metavar="FILE",
+                       help="reused across builds (default: BUNDLE/timing-sm<cc>.cache)")
+    build.add_argument("--keep-fp32", choices=KEEP_FP32_MODES, default="vae",
+                       help="components whose normalisation/softmax stay FP32 (default: vae)")
+    build.add_argument("--verbose", action="store_true", help="TensorRT's verbose log")
+
+    trtexec = commands.add_parser("trtexec", help="write a shell script of trtexec command lines for the target")
+    trtexec.add_argument("bundle", type=Path)
+    trtexec.add_argument("--precision", choices=PRECISIONS, default="fp16")
+    trtexec.add_argument("--target", choices=sorted(TARGETS), default="jetson-orin")
+    trtexec.add_argument("--components", nargs="+", help="default: every component")
+    trtexec.add_argument("--workspace", type=int, metavar="MB", help="default: the target's")
+    trtexec.add_argument("--keep-fp32", choices=KEEP_FP32_MODES, default="vae")
+    trtexec.add_argument("--out", type=Path, help="default: BUNDLE/build_engines_<target>_<precision>.sh")
+
+    register = commands.add_parser("register", help="record plan files built elsewhere in the manifest")
+    register.add_argument("bundle", type=Path)
+    register.add_argument("plans", nargs="+", type=Path, help="<component>.<precision>.plan files")
+    register.add_argument("--tensorrt-version", help="default: the local TensorRT's")
+    register.add_argument("--gpu", help="GPU name (default: the local GPU's)")
+    register.add_argument("--compute-capability", help="e.g. 8.7 for Orin (default: the local GPU's)")
+
+    lint = commands.add_parser("lint", help="check every graph against TensorRT's ONNX parser support")
+    lint.add_argument("bundle", type=Path)
+    lint.add_argument("--components", nargs="+", help="default: every component")
+    return parser
+
+
+def _register_target(args: argparse.Namespace) -> LocalTarget:
+    given = (args.tensorrt_version, args.gpu, args.compute_capability)
+    if all(given):
+        return LocalTarget(*given)
+    local = local_target()
+    if local is None:
+        raise BundleError("register needs the TensorRT version and GPU the plans were built with: run it on the "
+                          "target (with tensorrt and a GPU), or pass --tensorrt-version, --gpu and "
+                          "--compute-capability")
+    return LocalTarget(args.tensorrt_version or local.tensorrt, args.gpu or local.gpu,
+                       args.compute_capability or local.compute_capability)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "build":
+            from engines.build import build
+
+            build(args.bundle, args.precision, components=args.components, workspace_mb=args.workspace,
+                  timing_cache=args.timing_cache, keep_fp32=args.keep_fp32, verbose=args.verbose)
+        elif args.command == "trtexec":
+            from engines.trtexec import write_script
+
+            path = write_script(Bundle(args.bundle), args.precision, out=args.out, target_name=args.target,
+                                components=args.components, workspace_mb=args.workspace, keep_fp32=args.keep_fp32)
+            print(f"wrote {path}; run it on the {args.target} target: bash {path.name}")
+        elif args.command == "register":
+            from engines.register import register
+
+            for record in register(args.bundle, args.plans, _register_target(args), built_with="trtexec"):
+                print(f"registered {record['file']}: {record['precision']}, TensorRT {record['tensorrt']}, "
+                      f"{record['gpu']} (sm {record['compute_capability']})")
+        else:
+            from engines.lint import lint_bundle
+
+            report = lint_bundle(args.bundle, args.components)
+            for graph, findings in report.items():
+                print(f"{graph}: {'ok' if not findings else f'{len(findings)} problem(s)'}")
+                for finding in findings:
+                    print(f"  {finding}")
+            return 1 if any(report.values()) else 0
+    except (BundleError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
