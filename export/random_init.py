@@ -1,8 +1,9 @@
 """Seeded random weights for the ``tiny`` presets and released-size dry runs.
 
-Every tensor gets non-zero values (so no code path hides behind a zero-initialised
+Every parameter gets non-zero values (so no code path hides behind a zero-initialised
 layer, e.g. the official zero-initialised ``proj_out`` convolutions): weights are
-normal with a fan-in scale, biases small, norm scales near one.
+normal with a fan-in scale, biases small, norm scales near one. Buffers (attention
+masks, fixed logit scales) keep the values their module gave them.
 """
 from __future__ import annotations
 
@@ -14,9 +15,7 @@ import torch
 def randomize_(module: torch.nn.Module, seed: int) -> torch.nn.Module:
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for name, tensor in sorted(module.state_dict(keep_vars=True).items()):
-            if not tensor.is_floating_point():
-                continue
+        for name, tensor in sorted(module.named_parameters()):
             noise = torch.randn(tensor.shape, generator=generator, dtype=torch.float32)
             leaf = name.rsplit(".", 1)[-1]
             is_norm = any(tag in name for tag in ("norm", "ln_", "ln.", "_ln")) and tensor.dim() == 1
