@@ -12,7 +12,8 @@ Layout (``format`` = ``edge-bundle/1``)::
                            "inputs":  [{"name", "dtype", "shape": [int | str]}],
                            "outputs": [{"name", "dtype", "shape": [int | str]}],
                            "profile": {input: {"min": [..], "opt": [..], "max": [..]}},
-                           "engines": [{...}]}},
+                           "engines": [{...}],
+                           "int8": {...}  (optional: Q/DQ graph, calibration cache, method)}},
      "pipeline": {constants the runtime needs}}
 """
 from __future__ import annotations
@@ -68,6 +69,7 @@ class Component:
     profile: Mapping[str, Mapping[str, tuple[int, ...]]]
     engines: tuple[Mapping[str, Any], ...] = ()
     extra_files: tuple[str, ...] = ()
+    int8: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, name: str, data: Mapping[str, Any]) -> "Component":
@@ -82,9 +84,11 @@ class Component:
             },
             engines=tuple(data.get("engines", ())),
             extra_files=tuple(data.get("extra_files", ())),
+            int8=dict(data.get("int8", {})),
         )
 
     def to_json(self) -> dict[str, Any]:
+        optional = {"int8": dict(self.int8)} if self.int8 else {}
         return {
             "file": self.file,
             "extra_files": list(self.extra_files),
@@ -92,6 +96,7 @@ class Component:
             "outputs": [t.to_json() for t in self.outputs],
             "profile": {k: {lvl: list(d) for lvl, d in v.items()} for k, v in self.profile.items()},
             "engines": [dict(e) for e in self.engines],
+            **optional,
         }
 
     def with_engines(self, engines: Iterable[Mapping[str, Any]]) -> "Component":

@@ -29,7 +29,7 @@ def _open(bundle: str | Path | Bundle) -> Bundle:
 class VideoPipeline:
     """The opened graphs and constants of one VideoCrafter1 bundle."""
 
-    def __init__(self, bundle: str | Path | Bundle, *, backend: str = "onnxruntime"):
+    def __init__(self, bundle: str | Path | Bundle, *, backend: str = "auto"):
         self.bundle = _open(bundle)
         self.constants = self.bundle.pipeline
         self.tokenizer = ClipTokenizer(self.bundle.file(self.constants["tokenizer"]))
@@ -131,14 +131,17 @@ class VideoPipeline:
 def generate_video(prompt: str, *, bundle: str | Path | Bundle | VideoPipeline, image=None, steps: int | None = None,
                    guidance_scale: float | None = None, eta: float | None = None, seed: int = 0,
                    frames: int | None = None, fps: int | None = None, height: int | None = None,
-                   width: int | None = None, output: str | Path | None = None, progress: bool = True) -> np.ndarray:
+                   width: int | None = None, output: str | Path | None = None, progress: bool = True,
+                   backend: str = "auto") -> np.ndarray:
     """Generate a ``(T, H, W, 3)`` uint8 video; also write it as mp4 when ``output`` is given.
 
     Defaults (steps, guidance scale, eta, frames, size, fps) are the bundle's, i.e. the
     official inference script's for a released variant. An I2V bundle needs ``image``
-    (a path, PIL image or HxWx3 uint8 array); a T2V bundle refuses one.
+    (a path, PIL image or HxWx3 uint8 array); a T2V bundle refuses one. ``backend``:
+    ``"auto"`` (TensorRT engines of the bundle when they fit this GPU, else ONNX Runtime),
+    ``"onnxruntime"`` or ``"tensorrt"``.
     """
-    pipeline = bundle if isinstance(bundle, VideoPipeline) else VideoPipeline(bundle)
+    pipeline = bundle if isinstance(bundle, VideoPipeline) else VideoPipeline(bundle, backend=backend)
     video = pipeline.generate(prompt, image=image, steps=steps, guidance_scale=guidance_scale, eta=eta, seed=seed, frames=frames,
                               fps=fps, height=height, width=width, progress=progress)
     if output is not None:
