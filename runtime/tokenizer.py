@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import html
+import warnings
 from pathlib import Path
 
 import ftfy
@@ -116,6 +117,8 @@ class ClipTokenizer:
         for row, text in zip(out, texts):
             ids = [self.start_id, *self.encode(text), self.end_id]
             if len(ids) > context_length:
+                warnings.warn(f"prompt truncated to the context length {context_length}: {len(ids) - context_length} "
+                              f"of its {len(ids) - 2} tokens dropped ({text[:40]!r}...)", stacklevel=2)
                 ids = ids[:context_length - 1] + [self.end_id]
             row[:len(ids)] = ids
         return out

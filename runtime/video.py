@@ -104,6 +104,14 @@ class VideoPipeline:
         pixels = (np.clip(np.stack(frames), -1.0, 1.0) + 1.0) / 2.0 * 255.0
         return np.transpose(pixels, (0, 2, 3, 1)).astype(np.uint8)
 
+    def schedule(self, steps: int, eta: float) -> DDIMSchedule:
+        """The DDIM schedule of this bundle's sampler constants for ``steps`` and ``eta``."""
+        s = self.constants["sampler"]
+        return DDIMSchedule.make(
+            steps, eta=eta, linear_start=s["linear_start"], linear_end=s["linear_end"],
+            num_timesteps=s["num_timesteps"],
+            **{k: s[k] for k in ("use_scale", "scale_a", "scale_b", "mid_step", "fix_scale_bug") if k in s})
+
     def generate(self, prompt: str, *, image=None, steps: int | None = None, guidance_scale: float | None = None,
                  eta: float | None = None, seed: int = 0, frames: int | None = None, fps: int | None = None,
                  height: int | None = None, width: int | None = None, progress: bool = True) -> np.ndarray:
@@ -114,10 +122,7 @@ class VideoPipeline:
         height = c["height"] if height is None else height
         width = c["width"] if width is None else width
         shape = self.latent_shape(c["frames"] if frames is None else frames, height, width)
-        schedule = DDIMSchedule.make(
-            steps, eta=eta, linear_start=s["linear_start"], linear_end=s["linear_end"],
-            num_timesteps=s["num_timesteps"],
-            **{k: s[k] for k in ("use_scale", "scale_a", "scale_b", "mid_step", "fix_scale_bug") if k in s})
+        schedule = self.schedule(steps, eta)
         guided = guidance_scale != 1.0
         context, uncond = self.conditioning(prompt, image, guided, height, width)
         predict = self.predictor(context, uncond, c["fps"] if fps is None else fps)
