@@ -20,6 +20,18 @@ from runtime.bundle import Component, TensorSpec
 _DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.int64: "int64", torch.int32: "int32"}
 
 
+class MethodGraph(torch.nn.Module):
+    """``module.<method>`` as a graph: the method's positional inputs in, its outputs out."""
+
+    def __init__(self, module: torch.nn.Module, method: str = "forward"):
+        super().__init__()
+        self.module = module
+        self.method = method
+
+    def forward(self, *inputs):
+        return getattr(self.module, self.method)(*inputs)
+
+
 @dataclass
 class GraphSpec:
     """One graph: a wrapper module, its input/output names and symbolic axes."""

@@ -1,4 +1,4 @@
-"""VideoCrafter1 submodules as exported graphs: builders, wrappers and export specs.
+"""VideoCrafter1 submodules as exported graphs: builders and export specs.
 
 Graph tensor names are the golden cases' names, so a case's ``io.npz`` feeds a
 graph directly and the runtime uses the same names.
@@ -6,9 +6,8 @@ graph directly and the runtime uses the same names.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from export.graphs import GraphSpec
+from export.graphs import GraphSpec, MethodGraph
 from export.videocrafter1.openclip import OpenCLIPTextEncoder, OpenCLIPVisionTokens
 from export.videocrafter1.resampler import Resampler
 from export.videocrafter1.unet import UNetModel
@@ -43,70 +42,6 @@ def build_image_proj(config: dict) -> Resampler:
     return Resampler(**config)
 
 
-class UNetStep(nn.Module):
-    """One denoising step: ``(x, timesteps, context[, fps]) -> eps``."""
-
-    def __init__(self, unet: UNetModel):
-        super().__init__()
-        self.unet = unet
-
-    def forward(self, x, timesteps, context, fps=None):
-        return self.unet(x, timesteps, context, fps) if fps is not None else self.unet(x, timesteps, context)
-
-
-class VaeDecode(nn.Module):
-    """Latents of independent frames ``(N, 4, h, w)`` -> frames ``(N, 3, H, W)`` in about [-1, 1]."""
-
-    def __init__(self, vae: AutoencoderKL):
-        super().__init__()
-        self.vae = vae
-
-    def forward(self, z):
-        return self.vae.decode(z)
-
-
-class VaeEncode(nn.Module):
-    """Frames ``(N, 3, H, W)`` in [-1, 1] -> posterior mean and log-variance ``(N, 4, h, w)``."""
-
-    def __init__(self, vae: AutoencoderKL):
-        super().__init__()
-        self.vae = vae
-
-    def forward(self, frames):
-        return self.vae.encode(frames)
-
-
-class TextEncode(nn.Module):
-    def __init__(self, encoder: OpenCLIPTextEncoder):
-        super().__init__()
-        self.encoder = encoder
-
-    def forward(self, tokens):
-        return self.encoder(tokens)
-
-
-class ImageEncode(nn.Module):
-    """Normalised 224x224 pixels -> all vision tokens ``(B, 257, width)``."""
-
-    def __init__(self, encoder: OpenCLIPVisionTokens):
-        super().__init__()
-        self.encoder = encoder
-
-    def forward(self, pixels):
-        return self.encoder(pixels)
-
-
-class ImageProject(nn.Module):
-    """Vision tokens -> image context tokens ``(B, num_queries, context_dim)`` (the Resampler)."""
-
-    def __init__(self, resampler: Resampler):
-        super().__init__()
-        self.resampler = resampler
-
-    def forward(self, image_tokens):
-        return self.resampler(image_tokens)
-
-
 def unet_spec(unet: UNetModel, fps_cond: bool) -> GraphSpec:
     video = {0: "batch", 2: "frames", 3: "latent_height", 4: "latent_width"}
     axes = {"x": video, "timesteps": {0: "batch"}, "context": {0: "batch", 1: "context_length"}, "eps": video}
@@ -114,24 +49,24 @@ def unet_spec(unet: UNetModel, fps_cond: bool) -> GraphSpec:
     if fps_cond:
         inputs.append("fps")
         axes["fps"] = {0: "batch"}
-    return GraphSpec("unet", UNetStep(unet), inputs, ["eps"], axes)
+    return GraphSpec("unet", MethodGraph(unet), inputs, ["eps"], axes)
 
 
 def vae_decoder_spec(vae: AutoencoderKL) -> GraphSpec:
     axes = {"z": {0: "frames", 2: "latent_height", 3: "latent_width"},
             "decoded": {0: "frames", 2: "height", 3: "width"}}
-    return GraphSpec("vae_decoder", VaeDecode(vae), ["z"], ["decoded"], axes)
+    return GraphSpec("vae_decoder", MethodGraph(vae, "decode"), ["z"], ["decoded"], axes)
 
 
 def vae_encoder_spec(vae: AutoencoderKL) -> GraphSpec:
     latent = {0: "frames", 2: "latent_height", 3: "latent_width"}
     axes = {"frames": {0: "frames", 2: "height", 3: "width"}, "posterior_mean": latent, "posterior_logvar": latent}
-    return GraphSpec("vae_encoder", VaeEncode(vae), ["frames"], ["posterior_mean", "posterior_logvar"], axes)
+    return GraphSpec("vae_encoder", MethodGraph(vae, "encode"), ["frames"], ["posterior_mean", "posterior_logvar"], axes)
 
 
 def text_encoder_spec(encoder: OpenCLIPTextEncoder) -> GraphSpec:
     axes = {"tokens": {0: "batch"}, "context": {0: "batch"}}
-    return GraphSpec("text_encoder", TextEncode(encoder), ["tokens"], ["context"], axes)
+    return GraphSpec("text_encoder", MethodGraph(encoder), ["tokens"], ["context"], axes)
 
 
 def example_unet_inputs(config: dict, *, batch: int, frames: int, height: int, width: int, context_length: int,
@@ -150,9 +85,9 @@ def example_unet_inputs(config: dict, *, batch: int, frames: int, height: int, w
 
 def image_encoder_spec(encoder: OpenCLIPVisionTokens) -> GraphSpec:
     axes = {"pixels": {0: "batch"}, "tokens": {0: "batch"}}
-    return GraphSpec("image_encoder", ImageEncode(encoder), ["pixels"], ["tokens"], axes)
+    return GraphSpec("image_encoder", MethodGraph(encoder), ["pixels"], ["tokens"], axes)
 
 
 def image_proj_spec(resampler: Resampler) -> GraphSpec:
     axes = {"image_tokens": {0: "batch"}, "context_tokens": {0: "batch"}}
-    return GraphSpec("image_proj", ImageProject(resampler), ["image_tokens"], ["context_tokens"], axes)
+    return GraphSpec("image_proj", MethodGraph(resampler), ["image_tokens"], ["context_tokens"], axes)
