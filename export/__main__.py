@@ -2,6 +2,8 @@
 
   python -m export all [--out bundles] [--seed 0]
   python -m export videocrafter1 --variant t2v-512 --checkpoint model.ckpt [--config x.yaml] --out DIR
+  python -m export imagebind --checkpoint imagebind_huge.pth [--modalities vision text ...] --out DIR
+  python -m export ait --variant swinv2b_480reso_depthonly --checkpoint ait_depth.pth [--vqvae vqvae_depth.pt]
   python -m export verify-reference CASE_DIR [CASE_DIR ...]
 """
 from __future__ import annotations
@@ -21,6 +23,15 @@ def _tiny_exports():
 
     for name, config in tiny_variants().items():
         yield f"videocrafter1-{name}", lambda out, seed, c=config: export_videocrafter1(c, out, seed=seed)
+    from export.imagebind.bundle import export_bundle as export_imagebind
+    from export.imagebind.presets import tiny as imagebind_tiny
+
+    yield "imagebind-tiny", lambda out, seed: export_imagebind(imagebind_tiny(), out, seed=seed)
+    from export.ait.bundle import export_bundle as export_ait
+    from export.ait.presets import tiny_variants as ait_tiny
+
+    for name, config in ait_tiny().items():
+        yield f"ait-{name}", lambda out, seed, c=config: export_ait(c, out, seed=seed)
 
 
 def cmd_all(args: argparse.Namespace) -> int:
@@ -44,6 +55,29 @@ def cmd_videocrafter1(args: argparse.Namespace) -> int:
         print(f"No --checkpoint: exporting {args.variant} with seeded random weights (seed {args.seed}).")
     out = Path(args.out or f"bundles/videocrafter1-{args.variant}")
     export_bundle(config, out, checkpoint=args.checkpoint, trust=args.trust_checkpoint, seed=args.seed)
+    return 0
+
+
+def cmd_imagebind(args: argparse.Namespace) -> int:
+    from export.imagebind.bundle import export_bundle
+    from export.imagebind.presets import presets
+
+    if args.checkpoint is None:
+        print(f"No --checkpoint: exporting {args.preset} with seeded random weights (seed {args.seed}).")
+    out = Path(args.out or f"bundles/imagebind-{args.preset}")
+    export_bundle(presets()[args.preset], out, checkpoint=args.checkpoint, modalities=args.modalities, seed=args.seed)
+    return 0
+
+
+def cmd_ait(args: argparse.Namespace) -> int:
+    from export.ait.bundle import export_bundle
+    from export.ait.presets import variant
+
+    if args.checkpoint is None and args.vqvae is None:
+        print(f"No --checkpoint: exporting {args.variant} with seeded random weights (seed {args.seed}).")
+    out = Path(args.out or f"bundles/ait-{args.variant}")
+    export_bundle(variant(args.variant), out, checkpoint=args.checkpoint, vqvae_checkpoint=args.vqvae,
+                  trust=args.trust_checkpoint, seed=args.seed)
     return 0
 
 
@@ -74,6 +108,28 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="bundle folder (default: bundles/videocrafter1-VARIANT)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=cmd_videocrafter1)
+
+    p = sub.add_parser("imagebind", help="export ImageBind encoders (one graph per modality)")
+    p.add_argument("--checkpoint", type=Path, help="released imagebind_huge.pth (plain state_dict, read with "
+                   "weights_only=True; omit for random weights)")
+    p.add_argument("--preset", default="imagebind_huge", choices=["imagebind_huge", "tiny"])
+    p.add_argument("--modalities", nargs="+", choices=["vision", "text", "audio", "depth", "thermal", "imu"],
+                   help="encoders to export (default: all six)")
+    p.add_argument("--out", help="bundle folder (default: bundles/imagebind-PRESET)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=cmd_imagebind)
+
+    p = sub.add_parser("ait", help="export an AiT depth task solver (Swin V2 + AR transformer + depth VQVAE)")
+    p.add_argument("--variant", default="swinv2b_480reso_depthonly",
+                   choices=["swinv2b_480reso_depthonly", "tiny-depth"])
+    p.add_argument("--checkpoint", type=Path, help="released AiT checkpoint (keys backbone., transformer., "
+                   "depth_head.vqvae.; omit for random weights)")
+    p.add_argument("--vqvae", type=Path, help="standalone vqvae_depth.pt (its 'weights' entry) for the VQVAE")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="allow full pickle loading (runs code from the file; only for checkpoints you trust)")
+    p.add_argument("--out", help="bundle folder (default: bundles/ait-VARIANT)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=cmd_ait)
 
     p = sub.add_parser("verify-reference", help="check modules against golden cases (torch and ONNX)")
     p.add_argument("cases", nargs="+", help="golden case folders (or folders of them)")

@@ -109,9 +109,10 @@ Handler = Callable[[Case], list[Row]]
 def handlers() -> dict[str, Handler]:
     """Every component the project implements, by the ``component`` name of its golden cases."""
     from export.ait import verify_cases as ait
+    from export.imagebind import verify_cases as imagebind
     from export.videocrafter1 import verify_cases as videocrafter1
 
-    return {**videocrafter1.HANDLERS, **ait.HANDLERS}
+    return {**videocrafter1.HANDLERS, **ait.HANDLERS, **imagebind.HANDLERS}
 
 
 def verify_case(case_dir: str | Path, table: Mapping[str, Handler]) -> list[Row]:

@@ -1,0 +1,172 @@
+"""Write an AiT depth bundle: image encoder, cached decoder step, VQVAE soft/index decoders, VQVAE encoder.
+
+Weights come from a released task-solver checkpoint (prefixes ``backbone.``, ``transformer.``,
+``depth_head.vqvae.``; the VQVAE may also come from the standalone ``vqvae_depth.pt``, whose
+tensors sit under ``weights``) or, without one, from seeded random values. Each graph is
+checked against its torch module under ONNX Runtime as it is written.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from export.ait.ar_transformer import ARTransformer
+from export.ait.graphs import (DecoderStep, ImageEncoder, VQVAEEncoder, VQVAEIndexDecoder, VQVAESoftDecoder,
+                               depth_tables)
+from export.ait.presets import DepthConfig
+from export.ait.swin import SwinV2TransformerRPE2FC
+from export.ait.verify_cases import graph_spec
+from export.ait.vqvae import VQVAE
+from export.checkpoint import CheckpointError, load_into, read_checkpoint, select_prefix
+from export.graphs import GraphSpec, export_graph
+from export.random_init import randomize_
+from runtime.bundle import BundleWriter, Manifest, write_manifest
+
+PREFIXES = {"backbone": "backbone.", "transformer": "transformer.", "vqvae": "depth_head.vqvae."}
+TABLES = {"start_embedding": "start_embedding.npy", "depth_code_embeddings": "depth_code_embeddings.npy"}
+Log = Callable[[str], None]
+
+
+def read_vqvae_checkpoint(path: Path, *, trust: bool) -> dict[str, torch.Tensor]:
+    """The standalone ``vqvae_depth.pt`` (tensors under ``weights``, maybe ``module.``-prefixed) or a plain state."""
+    state = read_checkpoint(path, trust=trust)
+    if not state:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=not trust)
+        except Exception as exc:  # read_checkpoint already accepted the file; report what differs
+            raise CheckpointError(f"{path}: could not read its 'weights' entry: {exc}") from exc
+        weights = obj.get("weights") if isinstance(obj, dict) else None
+        if not isinstance(weights, dict):
+            raise CheckpointError(f"{path}: expected a VQVAE state or a dict with 'weights', found "
+                                  f"{sorted(obj) if isinstance(obj, dict) else type(obj).__name__}")
+        state = {k: v for k, v in weights.items() if isinstance(v, torch.Tensor)}
+    if any(k.startswith(PREFIXES["vqvae"]) for k in state):
+        return select_prefix(state, PREFIXES["vqvae"])
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def build_modules(config: DepthConfig, checkpoint: Path | None, *, vqvae_checkpoint: Path | None = None,
+                  trust: bool = False, seed: int = 0) -> dict[str, torch.nn.Module]:
+    """Swin backbone, ARTransformer and depth VQVAE, filled from checkpoints or seeded random weights."""
+    modules = {"backbone": SwinV2TransformerRPE2FC(**config.backbone), "transformer": ARTransformer(**config.transformer),
+               "vqvae": VQVAE(**config.vqvae)}
+    state = read_checkpoint(checkpoint, trust=trust) if checkpoint is not None else None
+    for offset, (name, module) in enumerate(modules.items()):
+        if name == "vqvae" and vqvae_checkpoint is not None:
+            load_into(module, read_vqvae_checkpoint(vqvae_checkpoint, trust=trust), what=f"{config.name} vqvae")
+        elif state is not None:
+            load_into(module, select_prefix(state, PREFIXES[name]), what=f"{config.name} {name}")
+        else:
+            randomize_(module, seed + offset)
+    if state is None and vqvae_checkpoint is None:  # the EMA codebook is a buffer: give it random codes too
+        codebook = modules["vqvae"]._vq_vae._embedding
+        codebook.copy_(torch.randn(codebook.shape, generator=torch.Generator().manual_seed(seed + len(modules))))
+    return {name: module.eval() for name, module in modules.items()}
+
+
+def shape_ranges(config: DepthConfig) -> dict[str, dict[str, int]]:
+    """min/opt/max of the symbolic axes: batch (windows x flips) and the decoder's past length."""
+    windows = config.shift_size * (2 if config.flip_test else 1)
+    n = config.token_length
+    return {"batch": {"min": 1, "opt": windows, "max": max(8, windows)},
+            "past": {"min": 0, "opt": n // 2, "max": n - 1},
+            "past_plus_one": {"min": 1, "opt": n // 2 + 1, "max": n}}
+
+
+def _profile(spec: GraphSpec, feeds: dict[str, np.ndarray], ranges: dict[str, dict[str, int]]) -> dict:
+    profile = {}
+    for name in spec.inputs:
+        axes = spec.dynamic_axes.get(name, {})
+        profile[name] = {level: [ranges[axes[i]][level] if axes.get(i) in ranges else int(d)
+                                 for i, d in enumerate(feeds[name].shape)] for level in ("min", "opt", "max")}
+    return profile
+
+
+def graph_plan(config: DepthConfig, modules: dict[str, torch.nn.Module]) -> list[tuple[GraphSpec, dict]]:
+    """(spec, example feeds) for every graph of the bundle."""
+    backbone, transformer, vqvae = modules["backbone"], modules["transformer"], modules["vqvae"]
+    generator = torch.Generator().manual_seed(0)
+    size, n, k = config.image_size, config.token_length, config.vqvae["num_embeddings"]
+    image = torch.rand(2, 3, size, size, generator=generator)
+    encoder = ImageEncoder(backbone, transformer)
+    with torch.no_grad():
+        cross_k, cross_v = encoder(image)
+    past = 3
+    cache = (transformer.num_layers, 2, transformer.nhead, past, transformer.head_dim)
+    step_feeds = {"token_embedding": torch.randn(2, 1, transformer.d_model, generator=generator).numpy(),
+                  "step_index": np.array([past], np.int64),
+                  "self_k": torch.randn(cache, generator=generator).numpy(),
+                  "self_v": torch.randn(cache, generator=generator).numpy(),
+                  "cross_k": cross_k.numpy(), "cross_v": cross_v.numpy()}
+    return [
+        (graph_spec("image_encoder", encoder), {"image": image.numpy()}),
+        (graph_spec("decoder_step", DecoderStep(transformer)), step_feeds),
+        (graph_spec("vqvae_soft_decoder", VQVAESoftDecoder(vqvae)),
+         {"code_logits": torch.randn(2, n, k, generator=generator).numpy()}),
+        (graph_spec("vqvae_index_decoder", VQVAEIndexDecoder(vqvae)),
+         {"indices": torch.randint(0, k, (2, n), generator=generator).numpy()}),
+        (graph_spec("vqvae_encoder", VQVAEEncoder(vqvae)),
+         {"depth": (torch.rand(2, size, size, generator=generator) * config.max_depth).numpy()}),
+    ]
+
+
+def pipeline_constants(config: DepthConfig, transformer: ARTransformer) -> dict:
+    t = transformer
+    return {
+        "task": "depth",
+        "task_id": 2,
+        "image_size": config.image_size,
+        "test_size": list(config.test_size),
+        "normalisation": {"scale": 1 / 255, "mean": None, "std": None,
+                          "note": "RGB in [0, 1] (ToTensor), no mean/std: the official NYUv2 depth data path"},
+        "resize": "bilinear to test_size (TTA) or image_size (no TTA); depth bilinear back to the input size",
+        "shift_size": config.shift_size,
+        "flip_test": config.flip_test,
+        "min_depth": config.min_depth,
+        "max_depth": config.max_depth,
+        "token_length": config.token_length,
+        "feature_side": config.feature_side,
+        "top_p": t.top_p,
+        "soft_transformer": t.soft_transformer,
+        "soft_vae": t.soft_vae,
+        "tau": config.vqvae["tau"],
+        "vocabulary": {"num_vocal": int(t.voc_embed.shape[0]), "class_offset": t.class_offset,
+                       "special_offset": t.special_offset, "noise_label": t.noise_label,
+                       "mask_offset": t.mask_offset, "depth_slice": [t.depth_offset, t.enddepth_offset]},
+        "decoder": {"layers": t.num_layers, "heads": t.nhead, "head_dim": t.head_dim, "d_model": t.d_model},
+        "tables": dict(TABLES),
+    }
+
+
+def export_bundle(config: DepthConfig, out: Path, *, checkpoint: Path | None = None,
+                  vqvae_checkpoint: Path | None = None, trust: bool = False, seed: int = 0, log: Log = print) -> Path:
+    """Build, export, check and write the AiT depth bundle for ``config`` at ``out``."""
+    started = time.perf_counter()
+    source = f"checkpoint {checkpoint}" if checkpoint else f"seeded random weights (seed {seed}), no checkpoint given"
+    if vqvae_checkpoint:
+        source += f"; VQVAE from {vqvae_checkpoint}"
+    log(f"ait {config.name}: building modules from {source}")
+    modules = build_modules(config, checkpoint, vqvae_checkpoint=vqvae_checkpoint, trust=trust, seed=seed)
+    plan = graph_plan(config, modules)
+    ranges = shape_ranges(config)
+    components = {}
+    with BundleWriter(out) as root:
+        for index, (spec, feeds) in enumerate(plan, 1):
+            log(f"[{index}/{len(plan)}] exporting {spec.name} ...")
+            component, check, _ = export_graph(spec, feeds, root / f"{spec.name}.onnx", _profile(spec, feeds, ranges))
+            components[spec.name] = component
+            log(check.line())
+        tables = depth_tables(modules["transformer"])
+        for key, rel in TABLES.items():
+            np.save(root / rel, np.ascontiguousarray(tables[key], dtype=np.float32))
+        files = list(TABLES.values()) + [f for c in components.values() for f in (c.file, *c.extra_files)]
+        manifest = Manifest(family="ait", variant=config.name, components=components,
+                            pipeline=pipeline_constants(config, modules["transformer"]), files={f: {} for f in files},
+                            note="; ".join([f"weights: {source}", *config.notes]))
+        write_manifest(root, manifest)
+    log(f"wrote {out} in {time.perf_counter() - started:.1f} s")
+    return out

@@ -1,0 +1,135 @@
+"""Write an ImageBind bundle: one encoder graph per modality, preprocessing constants, tokenizer, logit scales.
+
+Weights come from the released ``imagebind_huge.pth`` (a plain ``state_dict``, no prefix,
+read with ``weights_only=True``) or, without one, from seeded random values. Each graph
+is checked against its torch module under ONNX Runtime as it is written.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from export.checkpoint import CheckpointError, load_into, read_checkpoint
+from export.graphs import GraphSpec, export_graph
+from export.imagebind.components import encoder_spec, example_input, logit_scale
+from export.imagebind.model import (MODALITIES, TEXT_CONTEXT_LENGTH, VIDEO_PAD_FRAMES, ModalityEncoder, build_encoder,
+                                    resolve_config)
+from export.imagebind.presets import ImageBindPreset
+from export.random_init import randomize_
+from runtime.bundle import BundleWriter, Manifest, write_manifest
+from runtime.imagebind_preprocess import AUDIO_MEAN, AUDIO_STD, CLIP_MEAN, CLIP_STD, IMAGE_SIZE, IMU_SHAPE
+from runtime.tokenizer import VOCAB_FILE
+
+TOKENIZER_FILE = "tokenizer/" + VOCAB_FILE.name
+AUDIO_CLIPS = 3
+AUDIO_CLIP_SECONDS = 2
+AUDIO_SAMPLE_RATE = 16000
+Log = Callable[[str], None]
+
+# min/opt/max of the batch axis per graph (audio: clips of several items share one batch).
+BATCH_RANGES = {m: {"min": 1, "opt": 2, "max": 8} for m in MODALITIES} | {"audio": {"min": 1, "opt": 3, "max": 24}}
+
+
+def check_modalities(modalities: Sequence[str] | None) -> tuple[str, ...]:
+    chosen = tuple(modalities or MODALITIES)
+    unknown = [m for m in chosen if m not in MODALITIES]
+    if unknown:
+        raise ValueError(f"unknown modalities {unknown}; expected some of {MODALITIES}")
+    return chosen
+
+
+def modality_state(state: Mapping[str, torch.Tensor], modality: str) -> dict[str, torch.Tensor]:
+    """The checkpoint entries ``modality_<stage>.<modality>.*`` (official names, kept whole)."""
+    return {k: v for k, v in state.items() if k.startswith("modality_") and k.split(".")[1:2] == [modality]}
+
+
+def build_encoders(preset: ImageBindPreset, modalities: Sequence[str] | None = None, *,
+                   checkpoint: Path | None = None, seed: int = 0) -> dict[str, ModalityEncoder]:
+    """The preset's encoders, filled from ``checkpoint`` or seeded random weights (seed + modality index)."""
+    chosen = check_modalities(modalities)
+    encoders = {m: build_encoder(m, preset.config) for m in chosen}
+    if checkpoint is None:
+        for m, encoder in encoders.items():
+            randomize_(encoder, seed + MODALITIES.index(m))
+    else:
+        state = read_checkpoint(checkpoint)
+        for m, encoder in encoders.items():
+            part = modality_state(state, m)
+            if not part:
+                raise CheckpointError(f"{checkpoint} has no keys for {m} (expected modality_*.{m}.*); is it "
+                                      f"ImageBind's imagebind_huge.pth?")
+            load_into(encoder, part, what=f"imagebind {preset.name} {m} encoder")
+        del state
+    return {m: e.eval() for m, e in encoders.items()}
+
+
+def _profile(spec: GraphSpec, feeds: Mapping[str, np.ndarray], batch: Mapping[str, int]) -> dict:
+    name = spec.inputs[0]
+    rest = [int(d) for d in feeds[name].shape[1:]]
+    return {name: {level: [batch[level], *rest] for level in ("min", "opt", "max")}}
+
+
+def preprocess_constants(modality: str, config: Mapping) -> dict:
+    """What the runtime's numpy preprocessing needs for ``modality`` (official ``imagebind/data.py`` values)."""
+    cfg = resolve_config(config)
+    if modality == "vision":
+        return {"resize": IMAGE_SIZE, "crop": IMAGE_SIZE, "interpolation": "pillow bicubic (antialiased)",
+                "mean": list(CLIP_MEAN), "std": list(CLIP_STD), "frames": VIDEO_PAD_FRAMES,
+                "note": "images are repeated to `frames` identical frames (official PadIm2Video)"}
+    if modality == "text":
+        return {"tokenizer": TOKENIZER_FILE, "context_length": TEXT_CONTEXT_LENGTH}
+    if modality == "audio":
+        return {"sample_rate": AUDIO_SAMPLE_RATE, "num_mel_bins": cfg["audio_num_mel_bins"],
+                "target_length": cfg["audio_target_len"], "clip_duration": AUDIO_CLIP_SECONDS,
+                "clips_per_video": AUDIO_CLIPS, "mean": AUDIO_MEAN, "std": AUDIO_STD,
+                "note": "embedding = mean of the post-processed clip embeddings"}
+    if modality in ("depth", "thermal"):
+        return {"size": IMAGE_SIZE, "note": "no official loader: 2-D float arrays as given, files scaled to [0, 1]"}
+    return {"shape": list(IMU_SHAPE)}
+
+
+def pipeline_constants(preset: ImageBindPreset, encoders: Mapping[str, ModalityEncoder]) -> dict:
+    return {
+        "embed_dim": resolve_config(preset.config)["out_embed_dim"],
+        "similarity": "dot product of embeddings; zero-shot = softmax(items @ texts.T) as the official demo",
+        "modalities": {
+            m: {"component": f"{m}_encoder", "input": m, "logit_scale": logit_scale(e),
+                "preprocess": preprocess_constants(m, preset.config)}
+            for m, e in encoders.items()
+        },
+    }
+
+
+def export_bundle(preset: ImageBindPreset, out: Path, *, checkpoint: Path | None = None,
+                  modalities: Sequence[str] | None = None, seed: int = 0, log: Log = print) -> Path:
+    """Build, export, check and write the bundle for ``preset`` at ``out``."""
+    started = time.perf_counter()
+    source = f"checkpoint {checkpoint}" if checkpoint else f"seeded random weights (seed {seed}), no checkpoint given"
+    log(f"imagebind {preset.name}: building encoders from {source}")
+    encoders = build_encoders(preset, modalities, checkpoint=checkpoint, seed=seed)
+    components = {}
+    with BundleWriter(out) as root:
+        for index, (m, encoder) in enumerate(encoders.items(), 1):
+            spec = encoder_spec(encoder)
+            log(f"[{index}/{len(encoders)}] exporting {spec.name} ...")
+            feeds = {m: example_input(m, preset.config)}
+            component, check, _ = export_graph(spec, feeds, root / f"{spec.name}.onnx",
+                                               _profile(spec, feeds, BATCH_RANGES[m]))
+            components[spec.name] = component
+            log(check.line())
+        files = [f for c in components.values() for f in (c.file, *c.extra_files)]
+        if "text" in encoders:
+            (root / TOKENIZER_FILE).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(VOCAB_FILE, root / TOKENIZER_FILE)
+            files.insert(0, TOKENIZER_FILE)
+        manifest = Manifest(family="imagebind", variant=preset.name, components=components,
+                            pipeline=pipeline_constants(preset, encoders), files={f: {} for f in files},
+                            note="; ".join([f"weights: {source}", *preset.notes]))
+        write_manifest(root, manifest)
+    log(f"wrote {out} in {time.perf_counter() - started:.1f} s")
+    return out
