@@ -1,0 +1,136 @@
+"""Write per-component Q/DQ INT8 graphs and TensorRT calibration caches, and register them in the manifest.
+
+Explicit quantization as TensorRT consumes it: symmetric INT8 activations
+(per tensor), symmetric per-channel INT8 weights, QuantizeLinear/DequantizeLinear
+pairs in front of the weighted ops (Conv, MatMul, Gemm). Ranges come from the
+recorded calibration data through ONNX Runtime's calibrators. Sensitive layers
+(the first and last convolution, attention softmax and the product it feeds,
+normalisation) stay in higher precision, and the list goes into the manifest.
+"""
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import replace
+from pathlib import Path, PurePosixPath
+from typing import Callable, Iterator
+
+from calibration.cache import DEFAULT_TRT_VERSION, activation_scales, write_cache
+from calibration.store import CalibrationData, CalibrationDataError
+from runtime.bundle import Bundle, BundleError, write_manifest
+
+METHODS = ("minmax", "percentile", "entropy")
+QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
+NORM_OPS = frozenset({"GroupNormalization", "LayerNormalization", "InstanceNormalization"})
+PERCENTILE = 99.999
+
+
+def int8_names(graph_file: str) -> tuple[str, str]:
+    """Bundle-relative Q/DQ graph and calibration cache of a component graph: ``<stem>.int8.onnx``, ``.int8.cache``."""
+    path = PurePosixPath(graph_file)
+    return str(path.with_name(f"{path.stem}.int8.onnx")), str(path.with_name(f"{path.stem}.int8.cache"))
+
+
+def sensitive_nodes(model) -> dict[str, str]:
+    """Nodes kept in higher precision by default, each with its reason."""
+    nodes = list(model.graph.node)
+    chosen: dict[str, str] = {}
+    convs = [n.name for n in nodes if n.op_type == "Conv"]
+    if convs:
+        chosen[convs[0]] = "first convolution"
+        chosen[convs[-1]] = "last convolution"
+    softmax_outputs = {out for n in nodes if n.op_type == "Softmax" for out in n.output}
+    for node in nodes:
+        if node.op_type == "Softmax":
+            chosen[node.name] = "attention softmax"
+        elif node.op_type == "MatMul" and softmax_outputs.intersection(node.input):
+            chosen[node.name] = "attention probabilities x values"
+        elif node.op_type in NORM_OPS:
+            chosen[node.name] = "normalisation"
+    return chosen
+
+
+def excluded_nodes(model, patterns: list[str], *, keep_sensitive: bool = True) -> dict[str, str]:
+    """The sensitive nodes (unless ``keep_sensitive`` is off) plus the nodes matching ``--exclude`` globs."""
+    chosen = sensitive_nodes(model) if keep_sensitive else {}
+    names = [n.name for n in model.graph.node]
+    for pattern in patterns:
+        matched = fnmatch.filter(names, pattern)
+        chosen.update({name: f"--exclude {pattern}" for name in matched if name not in chosen})
+    return chosen
+
+
+def _reader(data: CalibrationData, component: str):
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self._records: Iterator = data.records(component, "calibration")
+
+        def get_next(self):
+            return next(self._records, None)
+
+    return Reader()
+
+
+def quantize_component(bundle: Bundle, component: str, model, data: CalibrationData, *, method: str,
+                       excluded: dict[str, str], trt_version: str = DEFAULT_TRT_VERSION) -> dict:
+    """Write the Q/DQ graph and cache of one component (``model``: its FP32 graph, loaded); returns its
+    manifest ``int8`` entry."""
+    import onnx
+    import onnxruntime
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
+    if next(data.records(component, "calibration"), None) is None:
+        raise CalibrationDataError(f"{data.root}: no calibration records of '{component}' outside the held-out "
+                                   "samples; collect more --samples")
+    graph_rel, cache_rel = int8_names(bundle.component(component).file)
+    calibrate = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+                 "entropy": CalibrationMethod.Entropy}[method]
+    quantize_static(
+        model, str(bundle.root / graph_rel), _reader(data, component), quant_format=QuantFormat.QDQ,
+        op_types_to_quantize=list(QUANTIZED_OPS), per_channel=True, activation_type=QuantType.QInt8,
+        weight_type=QuantType.QInt8, nodes_to_exclude=list(excluded), calibrate_method=calibrate,
+        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "CalibPercentile": PERCENTILE})
+    scales = activation_scales(onnx.load(str(bundle.root / graph_rel)))
+    write_cache(bundle.root / cache_rel, scales, trt_version)
+    return {"graph": graph_rel, "cache": cache_rel, "method": method, "quantized_ops": list(QUANTIZED_OPS),
+            "activations": "int8 symmetric per tensor", "weights": "int8 symmetric per channel",
+            "excluded_nodes": excluded, "tensors_in_cache": len(scales), "tensorrt_cache_version": trt_version,
+            "calibration_records": sum(1 for _ in data.records(component, "calibration")),
+            "calibration_data": str(Path(data.root).resolve()), "onnxruntime": onnxruntime.__version__}
+
+
+def quantize(bundle_root: str | Path, data_root: str | Path, *, method: str = "minmax",
+             exclude: list[str] | None = None, components: list[str] | None = None, keep_sensitive: bool = True,
+             trt_version: str = DEFAULT_TRT_VERSION, log: Callable[[str], None] = print) -> dict[str, dict]:
+    """Quantize every recorded component (or the named ones) and rewrite the manifest once, atomically."""
+    import onnx
+
+    bundle = Bundle(bundle_root)
+    data = CalibrationData.open(data_root)
+    data.check_bundle(bundle.manifest.family, bundle.manifest.variant)
+    names = components or [c for c in data.components if c in bundle.manifest.components]
+    if not names:
+        raise BundleError(f"none of the recorded components {data.components} is in {bundle.root}")
+    models = {name: onnx.load(str(bundle.component_path(name))) for name in names}
+    excluded = {name: excluded_nodes(model, exclude or [], keep_sensitive=keep_sensitive)
+                for name, model in models.items()}
+    for pattern in exclude or []:
+        if not any(fnmatch.filter([n.name for n in m.graph.node], pattern) for m in models.values()):
+            raise ValueError(f"--exclude {pattern!r} matches no node of {', '.join(names)} (node names look like "
+                             f"{models[names[0]].graph.node[0].name!r}); use a glob such as '*attn1*'")
+    manifest = bundle.manifest
+    entries = {}
+    for name in names:
+        entry = quantize_component(bundle, name, models[name], data, method=method, excluded=excluded[name],
+                                   trt_version=trt_version)
+        manifest.files[entry["graph"]] = {}
+        manifest.files[entry["cache"]] = {}
+        manifest.components[name] = replace(manifest.components[name], int8=entry)
+        entries[name] = entry
+        log(f"{name}: wrote {entry['graph']} and {entry['cache']} ({method}, {entry['calibration_records']} records, "
+            f"{len(entry['excluded_nodes'])} nodes kept in higher precision)")
+    write_manifest(bundle.root, manifest)
+    return entries

@@ -1,0 +1,138 @@
+"""INT8 calibration on the tiny VideoCrafter1 T2V preset: collect, quantize (Q/DQ + cache), report."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from calibration.__main__ import main
+from calibration.cache import activation_scales, read_cache, version_code
+from calibration.collect import collect
+from calibration.quantize import QUANTIZED_OPS, quantize
+from calibration.report import GraphSession, compare_graphs, report
+from calibration.store import CalibrationData, CalibrationDataError
+from engines.profiles import source_graph
+from export.videocrafter1.bundle import export_bundle
+from export.videocrafter1.presets import tiny_t2v
+from runtime.bundle import Bundle
+
+SAMPLES, STEPS = 3, 4
+
+
+@pytest.fixture(scope="module")
+def calibrated(tmp_path_factory):
+    """A tiny T2V bundle, data recorded from 3 runs of 4 DDIM steps (the last held out), quantized with minmax."""
+    root = tmp_path_factory.mktemp("calib")
+    bundle = export_bundle(tiny_t2v(), root / "t2v", seed=0, log=lambda _: None)
+    data = root / "data"
+    collect(bundle, data, samples=SAMPLES, steps=STEPS, log=lambda _: None)
+    entries = quantize(bundle, data, method="minmax", log=lambda _: None)
+    return Bundle(bundle, verify_hashes=True), CalibrationData.open(data), entries
+
+
+def _dq_fed_nodes(model) -> set[str]:
+    """Names of the nodes with at least one input coming from a DequantizeLinear."""
+    dq_outputs = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    return {n.name for n in model.graph.node if dq_outputs.intersection(n.input)}
+
+
+def test_collect_records_trajectory_with_both_branches(calibrated):
+    bundle, data, _ = calibrated
+    unet = data.index["components"]["unet"]["records"]
+    assert len(unet) == SAMPLES * STEPS
+    assert len({r["timestep"] for r in unet}) == STEPS  # spread along the trajectory: 1, 251, 501, 751
+    assert max(r["timestep"] for r in unet) - min(r["timestep"] for r in unet) >= 500
+    for feeds in data.records("unet"):
+        assert feeds["x"].shape[0] == 2 and feeds["timesteps"].shape == (2,)
+        np.testing.assert_array_equal(feeds["x"][0], feeds["x"][1])  # one latent, two conditionings
+        assert not np.allclose(feeds["context"][0], feeds["context"][1])  # conditional vs unconditional
+    frames = bundle.pipeline["frames"]
+    assert len(list(data.records("vae_decoder"))) == SAMPLES * frames
+    assert [len(list(data.records(c, "heldout"))) for c in ("unet", "vae_decoder")] == [STEPS, frames]
+    tokens = [f["tokens"] for f in data.records("text_encoder")]
+    assert len(tokens) == SAMPLES and all(t.shape == (2, 77) for t in tokens)
+    assert len({t[0].tobytes() for t in tokens}) == SAMPLES  # different prompts
+
+
+def test_qdq_graphs_run_and_quantize_only_where_expected(calibrated):
+    bundle, data, entries = calibrated
+    for name, entry in entries.items():
+        component = bundle.component(name)
+        assert component.int8 == entry and source_graph(bundle, component, "int8") == entry["graph"]
+        model = onnx.load(str(bundle.verify(entry["graph"])))
+        ops = [n.op_type for n in model.graph.node]
+        assert ops.count("QuantizeLinear") > 0 and ops.count("DequantizeLinear") >= ops.count("QuantizeLinear")
+        fed = _dq_fed_nodes(model)
+        excluded = set(entry["excluded_nodes"])
+        assert not fed & excluded
+        weighted = {n.name for n in model.graph.node if n.op_type in QUANTIZED_OPS}
+        assert weighted - excluded and weighted - excluded <= fed
+        outputs = GraphSession(component, bundle.verify(entry["graph"])).run(next(data.records(name)))
+        assert all(np.isfinite(v).all() for v in outputs.values())
+    reasons = set(entries["unet"]["excluded_nodes"].values())
+    assert {"first convolution", "last convolution", "attention softmax", "normalisation"} <= reasons
+    assert any(n.endswith("Softmax") for n in entries["vae_decoder"]["excluded_nodes"])
+
+
+def test_cache_parses_back_to_the_graph_scales(calibrated, tmp_path):
+    bundle, data, entries = calibrated
+    for entry in entries.values():
+        header, scales = read_cache(bundle.verify(entry["cache"]))
+        assert header == f"TRT-{version_code(entry['tensorrt_cache_version'])}-EntropyCalibration2"
+        expected = activation_scales(onnx.load(str(bundle.verify(entry["graph"]))))
+        assert scales.keys() == expected.keys() and len(scales) == entry["tensors_in_cache"]
+        assert all(np.float32(scales[k]) == np.float32(v) for k, v in expected.items())
+    # symmetric activations: scale = amax / 127 of what the tensor saw on the calibration records
+    component = bundle.component("vae_decoder")
+    name, scale = next(iter(read_cache(bundle.verify(entries["vae_decoder"]["cache"]))[1].items()))
+    model = onnx.load(str(bundle.component_path("vae_decoder")))
+    model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    probe = tmp_path / "probe.onnx"
+    onnx.save(model, str(probe))
+    session = GraphSession(component, probe)
+    amax = max(np.abs(session.run(f)[name]).max() for f in data.records("vae_decoder", "calibration"))
+    assert scale == pytest.approx(amax / 127, rel=1e-5)
+
+
+def test_report_figures_come_from_real_runs(calibrated, tmp_path):
+    bundle, data, entries = calibrated
+    figures = report(bundle.root, data.root, end_to_end=True)
+    for name, f in figures["components"].items():
+        assert 0.9 < f["cosine"] < 1.0 and 0 < f["mean_abs"] <= f["max_abs"] and f["snr_db"] > 5
+    e2e = figures["end_to_end"]
+    assert math.isfinite(e2e["psnr_db_int8_unet"]) and e2e["psnr_db_int8_unet"] > 15
+    assert e2e["psnr_db_all_int8"] > 10
+
+    component = bundle.component("unet")
+    graph = onnx.load(str(bundle.verify(entries["unet"]["graph"])))
+    # the last activation quantizer (in the last output block, no residual path around it): scale / 32 clips it
+    weights = {i.name for i in graph.graph.initializer}
+    quantizer = [n for n in graph.graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in weights][-1]
+    scale = next(i for i in graph.graph.initializer if i.name == quantizer.input[1])
+    scale.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(scale) / np.float32(32), scale.name))
+    perturbed = tmp_path / "unet.perturbed.onnx"
+    onnx.save(graph, str(perturbed))
+    fp32 = GraphSession(component, bundle.component_path("unet"))
+    heldout = list(data.records("unet", "heldout"))
+    original = compare_graphs(fp32, GraphSession(component, bundle.verify(entries["unet"]["graph"])), heldout)
+    moved = compare_graphs(fp32, GraphSession(component, perturbed), heldout)
+    assert original["snr_db"] == pytest.approx(figures["components"]["unet"]["snr_db"])
+    assert moved["snr_db"] < original["snr_db"] - 1.0 and moved["mean_abs"] > original["mean_abs"]
+
+
+def test_bad_inputs_give_clear_errors(calibrated, tmp_path, capsys):
+    bundle, _, _ = calibrated
+    with pytest.raises(CalibrationDataError, match="index.json not found"):
+        quantize(bundle.root, tmp_path / "missing", log=lambda _: None)
+    empty = tmp_path / "prompts.txt"
+    empty.write_text("# only a comment\n\n", encoding="utf-8")
+    with pytest.raises(CalibrationDataError, match="has no prompts"):
+        collect(bundle.root, tmp_path / "out", prompts=empty, samples=1, steps=1, log=lambda _: None)
+    assert main(["quantize", str(bundle.root), "--data", str(tmp_path / "missing")]) == 2
+    assert "collect BUNDLE" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="matches no node"):
+        quantize(bundle.root, CalibrationData.open(calibrated[1].root).root, components=["text_encoder"],
+                 exclude=["*no-such-node*"], log=lambda _: None)
