@@ -50,6 +50,15 @@ def check_finite(component: Component, outputs: Mapping[str, np.ndarray]) -> Non
             )
 
 
+def _ort_load_errors() -> tuple[type[Exception], ...]:
+    """The exceptions ONNX Runtime raises for a file it cannot load (they derive from Exception only)."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    names = ("Fail", "InvalidProtobuf", "InvalidGraph", "InvalidArgument", "NoSuchFile", "NotImplemented",
+             "RuntimeException")
+    return tuple(getattr(state, n) for n in names if hasattr(state, n))
+
+
 class OrtSession:
     """A component run by ONNX Runtime (CPU by default, CUDA when available and asked for)."""
 
@@ -63,7 +72,15 @@ class OrtSession:
         options.log_severity_level = 3
         available = ort.get_available_providers()
         chosen = [p for p in (providers or ["CPUExecutionProvider"]) if p in available] or ["CPUExecutionProvider"]
-        self._session = ort.InferenceSession(str(bundle.component_path(name)), options, providers=chosen)
+        path = bundle.component_path(name)
+        try:
+            self._session = ort.InferenceSession(str(path), options, providers=chosen)
+        except _ort_load_errors() as exc:
+            reason = (str(exc).strip().splitlines() or [""])[0][:300]
+            raise BundleError(
+                f"{name}: ONNX Runtime could not load {path} ({type(exc).__name__}: {reason}); expected a valid "
+                "ONNX graph. The file matches the manifest, so it was written that way: export the bundle again."
+            ) from exc
         self._outputs = [o.name for o in self._session.get_outputs()]
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
