@@ -68,9 +68,10 @@ def main() -> None:
         start = time.perf_counter()
         reference = spec.run_torch(feeds)
         figures["torch_step_s"] = round(time.perf_counter() - start, 1)
+        graph_feeds = {n: feeds[n] for n in spec.inputs}
         del unet, spec
         start = time.perf_counter()
-        found = run_onnx(path, {n: feeds[n] for n in spec.inputs})
+        found = run_onnx(path, graph_feeds)
         max_abs, cosine = compare_outputs(reference, found)
         figures.update(ort_step_s=round(time.perf_counter() - start, 1), ort_max_abs=max_abs, ort_cosine=cosine,
                        peak_after_check_gib=round(peak_gib(), 2))

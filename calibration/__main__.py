@@ -21,7 +21,7 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("bundle", type=Path)
     rec.add_argument("--prompts", type=Path, default=DEFAULT_PROMPTS, help="one prompt a line (default: %(default)s)")
     rec.add_argument("--images", type=Path, default=DEFAULT_IMAGES,
-                     help="folder of conditioning images, for image-conditioned bundles (default: %(default)s)")
+                     help="folder of images (image-conditioned VideoCrafter1, AiT, ImageBind; ImageBind also takes its .wav files) (default: %(default)s)")
     rec.add_argument("--out", type=Path, required=True, help="calibration data folder to write")
     rec.add_argument("--samples", type=int, default=8, help="pipeline runs (the last quarter is held out)")
     rec.add_argument("--steps", type=int, help="sampler steps per run (default: the bundle's)")

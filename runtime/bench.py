@@ -26,6 +26,8 @@ from runtime.bundle import MANIFEST, Bundle
 # family -> the module holding its ``bench`` and ``export_tiny``
 SUITES = {
     "videocrafter1": "runtime.bench_vc1",
+    "ait": "runtime.bench_ait",
+    "imagebind": "runtime.bench_imagebind",
 }
 REPEATS = {"quick": 3, "full": 7}
 _COLUMNS = ("bundle", "item", "shape", "backend", "runtime ms", "torch ms", "torch/rt", "GFLOP", "rt GFLOP/s",
