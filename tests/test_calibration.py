@@ -136,3 +136,64 @@ def test_bad_inputs_give_clear_errors(calibrated, tmp_path, capsys):
     with pytest.raises(ValueError, match="matches no node"):
         quantize(bundle.root, CalibrationData.open(calibrated[1].root).root, components=["text_encoder"],
                  exclude=["*no-such-node*"], log=lambda _: None)
+
+
+@pytest.mark.parametrize("method", ["percentile", "entropy"])
+def test_histogram_methods_give_running_qdq_graphs(calibrated, tmp_path, method):
+    import shutil
+
+    bundle, data, _ = calibrated
+    root = shutil.copytree(bundle.root, tmp_path / "t2v")
+    entry = quantize(root, data.root, method=method, components=["text_encoder"], log=lambda _: None)["text_encoder"]
+    copy = Bundle(root, verify_hashes=True)
+    assert copy.component("text_encoder").int8["method"] == method
+    model = onnx.load(str(copy.verify(entry["graph"])))
+    assert [n.op_type for n in model.graph.node].count("QuantizeLinear") > 0
+    fp32 = GraphSession(copy.component("text_encoder"), copy.component_path("text_encoder"))
+    int8 = GraphSession(copy.component("text_encoder"), copy.verify(entry["graph"]))
+    assert compare_graphs(fp32, int8, data.records("text_encoder", "heldout"))["cosine"] > 0.99
+
+
+def test_ait_records_encoder_and_ar_loop_and_reports_depth_error(tmp_path):
+    from export.ait.bundle import export_bundle as export_ait
+    from export.ait.presets import tiny_depth
+
+    root = export_ait(tiny_depth(), tmp_path / "ait", seed=0, log=lambda _: None)
+    collect(root, tmp_path / "data", samples=2, log=lambda _: None)
+    data = CalibrationData.open(tmp_path / "data")
+    bundle = Bundle(root)
+    steps = bundle.pipeline["token_length"]
+    assert set(data.components) == {"image_encoder", "decoder_step"}
+    records = data.index["components"]["decoder_step"]["records"]
+    assert [r["step"] for r in records] == list(range(steps)) * 2  # every step of the AR loop, both samples
+    windows = bundle.pipeline["shift_size"] * (2 if bundle.pipeline["flip_test"] else 1)
+    past = [f["self_k"].shape[3] for f in data.records("decoder_step")]
+    assert past == list(range(steps)) * 2 and all(r["batch"] == windows for r in records)
+    entries = quantize(root, tmp_path / "data", log=lambda _: None)
+    for name, entry in entries.items():
+        ops = [n.op_type for n in onnx.load(str(Bundle(root).verify(entry["graph"]))).graph.node]
+        assert ops.count("QuantizeLinear") > 0
+    figures = report(root, tmp_path / "data")
+    assert all(f["cosine"] > 0.9 for f in figures["components"].values())
+    e2e = figures["end_to_end"]["all_int8"]
+    assert 0 < e2e["abs_rel"] < 0.1 and 0 < e2e["rmse"] < 1.0
+
+
+def test_imagebind_records_every_encoder_and_reports_cosine_and_retrieval(tmp_path):
+    from calibration.collect import DEFAULT_PROMPTS, read_prompts, synthetic_imu
+    from export.imagebind.bundle import export_bundle as export_imagebind
+    from export.imagebind.presets import tiny
+
+    root = export_imagebind(tiny(), tmp_path / "ib", seed=0, log=lambda _: None)
+    collect(root, tmp_path / "data", samples=2, log=lambda _: None)
+    data = CalibrationData.open(tmp_path / "data")
+    modalities = ("vision", "text", "audio", "depth", "thermal", "imu")
+    assert set(data.components) == {f"{m}_encoder" for m in modalities}
+    np.testing.assert_array_equal(next(data.records("imu_encoder"))["imu"][0], synthetic_imu(0))
+    quantize(root, tmp_path / "data", log=lambda _: None)
+    figures = report(root, tmp_path / "data")
+    e2e = figures["end_to_end"]
+    assert set(e2e["embedding_cosine"]) == set(modalities)
+    assert all(0.9 < c <= 1.0 + 1e-9 for c in e2e["embedding_cosine"].values())
+    retrieval = e2e["retrieval"]
+    assert retrieval["queries"] == len(read_prompts(DEFAULT_PROMPTS)) and 0.0 <= retrieval["top1_agreement"] <= 1.0
