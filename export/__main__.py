@@ -4,6 +4,7 @@
   python -m export videocrafter1 --variant t2v-512 --checkpoint model.ckpt [--config x.yaml] --out DIR
   python -m export imagebind --checkpoint imagebind_huge.pth [--modalities vision text ...] --out DIR
   python -m export ait --variant swinv2b_480reso_depthonly --checkpoint ait_depth.pth [--vqvae vqvae_depth.pt]
+  python -m export ait --variant swinv2b_640reso_inssegonly --checkpoint ait_insseg.pth [--vqvae vqvae_insseg.pt]
   python -m export verify-reference CASE_DIR [CASE_DIR ...]
 """
 from __future__ import annotations
@@ -119,12 +120,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=cmd_imagebind)
 
-    p = sub.add_parser("ait", help="export an AiT depth task solver (Swin V2 + AR transformer + depth VQVAE)")
+    p = sub.add_parser("ait", help="export an AiT task solver (Swin V2 + AR transformer + depth or instance-mask VQVAE)")
     p.add_argument("--variant", default="swinv2b_480reso_depthonly",
-                   choices=["swinv2b_480reso_depthonly", "tiny-depth"])
+                   choices=["swinv2b_480reso_depthonly", "swinv2b_640reso_inssegonly", "tiny-depth", "tiny-insseg"])
     p.add_argument("--checkpoint", type=Path, help="released AiT checkpoint (keys backbone., transformer., "
-                   "depth_head.vqvae.; omit for random weights)")
-    p.add_argument("--vqvae", type=Path, help="standalone vqvae_depth.pt (its 'weights' entry) for the VQVAE")
+                   "depth_head.vqvae. or insseg_head.vqvae.; omit for random weights)")
+    p.add_argument("--vqvae", type=Path,
+                   help="standalone vqvae_depth.pt / vqvae_insseg.pt (its 'weights' entry) for the VQVAE")
     p.add_argument("--trust-checkpoint", action="store_true",
                    help="allow full pickle loading (runs code from the file; only for checkpoints you trust)")
     p.add_argument("--out", help="bundle folder (default: bundles/ait-VARIANT)")

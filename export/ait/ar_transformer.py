@@ -18,7 +18,7 @@ import math
 import torch
 from torch import nn
 
-DEPTH_TASK = 2
+INSSEG_TASK, DEPTH_TASK = 1, 2
 
 
 class Attention(nn.Module):

@@ -1,8 +1,12 @@
-"""Write an AiT depth bundle: image encoder, cached decoder step, VQVAE soft/index decoders, VQVAE encoder.
+"""Write an AiT bundle.
+
+Depth: image encoder, cached decoder step (task 2), VQVAE soft/index decoders, VQVAE encoder.
+Instance segmentation: image encoder, cached decoder step (task 1), instance-mask VQVAE soft decoder.
 
 Weights come from a released task-solver checkpoint (prefixes ``backbone.``, ``transformer.``,
-``depth_head.vqvae.``; the VQVAE may also come from the standalone ``vqvae_depth.pt``, whose
-tensors sit under ``weights``) or, without one, from seeded random values. Each graph is
+``depth_head.vqvae.`` / ``insseg_head.vqvae.``; the VQVAE may also come from the standalone
+``vqvae_depth.pt`` / ``vqvae_insseg.pt``, whose tensors sit under ``weights``) or, without one,
+from seeded random values. Each graph is
 checked against its torch module under ONNX Runtime as it is written.
 """
 from __future__ import annotations
@@ -14,10 +18,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from export.ait.ar_transformer import ARTransformer
+from export.ait.ar_transformer import INSSEG_TASK, ARTransformer
 from export.ait.graphs import (DecoderStep, ImageEncoder, VQVAEEncoder, VQVAEIndexDecoder, VQVAESoftDecoder,
-                               depth_tables)
-from export.ait.presets import DepthConfig
+                               depth_tables, instance_tables)
+from export.ait.presets import DepthConfig, InstanceConfig
 from export.ait.swin import SwinV2TransformerRPE2FC
 from export.ait.verify_cases import graph_spec
 from export.ait.vqvae import VQVAE
@@ -27,12 +31,18 @@ from export.random_init import randomize_
 from runtime.bundle import BundleWriter, Manifest, write_manifest
 
 PREFIXES = {"backbone": "backbone.", "transformer": "transformer.", "vqvae": "depth_head.vqvae."}
+INSTANCE_VQVAE_PREFIX = "insseg_head.vqvae."
 TABLES = {"start_embedding": "start_embedding.npy", "depth_code_embeddings": "depth_code_embeddings.npy"}
+INSTANCE_TABLES = {"start_embedding": "start_embedding.npy", "vocabulary_embeddings": "vocabulary_embeddings.npy"}
 Log = Callable[[str], None]
 
 
-def read_vqvae_checkpoint(path: Path, *, trust: bool) -> dict[str, torch.Tensor]:
-    """The standalone ``vqvae_depth.pt`` (tensors under ``weights``, maybe ``module.``-prefixed) or a plain state."""
+def _vqvae_prefix(config: DepthConfig | InstanceConfig) -> str:
+    return INSTANCE_VQVAE_PREFIX if isinstance(config, InstanceConfig) else PREFIXES["vqvae"]
+
+
+def read_vqvae_checkpoint(path: Path, *, trust: bool, prefix: str = PREFIXES["vqvae"]) -> dict[str, torch.Tensor]:
+    """A standalone VQVAE file (tensors under ``weights``, maybe ``module.``-prefixed) or a plain state."""
     state = read_checkpoint(path, trust=trust)
     if not state:
         try:
@@ -44,22 +54,25 @@ def read_vqvae_checkpoint(path: Path, *, trust: bool) -> dict[str, torch.Tensor]
             raise CheckpointError(f"{path}: expected a VQVAE state or a dict with 'weights', found "
                                   f"{sorted(obj) if isinstance(obj, dict) else type(obj).__name__}")
         state = {k: v for k, v in weights.items() if isinstance(v, torch.Tensor)}
-    if any(k.startswith(PREFIXES["vqvae"]) for k in state):
-        return select_prefix(state, PREFIXES["vqvae"])
+    if any(k.startswith(prefix) for k in state):
+        return select_prefix(state, prefix)
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
-def build_modules(config: DepthConfig, checkpoint: Path | None, *, vqvae_checkpoint: Path | None = None,
-                  trust: bool = False, seed: int = 0) -> dict[str, torch.nn.Module]:
-    """Swin backbone, ARTransformer and depth VQVAE, filled from checkpoints or seeded random weights."""
+def build_modules(config: DepthConfig | InstanceConfig, checkpoint: Path | None, *,
+                  vqvae_checkpoint: Path | None = None, trust: bool = False,
+                  seed: int = 0) -> dict[str, torch.nn.Module]:
+    """Swin backbone, ARTransformer and the task's VQVAE, filled from checkpoints or seeded random weights."""
+    prefixes = {**PREFIXES, "vqvae": _vqvae_prefix(config)}
     modules = {"backbone": SwinV2TransformerRPE2FC(**config.backbone), "transformer": ARTransformer(**config.transformer),
                "vqvae": VQVAE(**config.vqvae)}
     state = read_checkpoint(checkpoint, trust=trust) if checkpoint is not None else None
     for offset, (name, module) in enumerate(modules.items()):
         if name == "vqvae" and vqvae_checkpoint is not None:
-            load_into(module, read_vqvae_checkpoint(vqvae_checkpoint, trust=trust), what=f"{config.name} vqvae")
+            load_into(module, read_vqvae_checkpoint(vqvae_checkpoint, trust=trust, prefix=prefixes["vqvae"]),
+                      what=f"{config.name} vqvae")
         elif state is not None:
-            load_into(module, select_prefix(state, PREFIXES[name]), what=f"{config.name} {name}")
+            load_into(module, select_prefix(state, prefixes[name]), what=f"{config.name} {name}")
         else:
             randomize_(module, seed + offset)
     if state is None and vqvae_checkpoint is None:  # the EMA codebook is a buffer: give it random codes too
@@ -68,11 +81,16 @@ def build_modules(config: DepthConfig, checkpoint: Path | None, *, vqvae_checkpo
     return {name: module.eval() for name, module in modules.items()}
 
 
-def shape_ranges(config: DepthConfig) -> dict[str, dict[str, int]]:
-    """min/opt/max of the symbolic axes: batch (windows x flips) and the decoder's past length."""
-    windows = config.shift_size * (2 if config.flip_test else 1)
+def shape_ranges(config: DepthConfig | InstanceConfig) -> dict[str, dict[str, int]]:
+    """min/opt/max of the symbolic axes: batch (depth: windows x flips; insseg: images, and objects for the
+    mask decoder) and the decoder's past length."""
+    if isinstance(config, InstanceConfig):
+        batch = {"min": 1, "opt": 1, "max": max(8, config.num_query)}
+    else:
+        windows = config.shift_size * (2 if config.flip_test else 1)
+        batch = {"min": 1, "opt": windows, "max": max(8, windows)}
     n = config.token_length
-    return {"batch": {"min": 1, "opt": windows, "max": max(8, windows)},
+    return {"batch": batch,
             "past": {"min": 0, "opt": n // 2, "max": n - 1},
             "past_plus_one": {"min": 1, "opt": n // 2 + 1, "max": n}}
 
@@ -86,8 +104,40 @@ def _profile(spec: GraphSpec, feeds: dict[str, np.ndarray], ranges: dict[str, di
     return profile
 
 
-def graph_plan(config: DepthConfig, modules: dict[str, torch.nn.Module]) -> list[tuple[GraphSpec, dict]]:
+def _step_feeds(transformer: ARTransformer, cross_k: torch.Tensor, cross_v: torch.Tensor,
+                generator: torch.Generator) -> dict[str, np.ndarray]:
+    past = 3
+    cache = (transformer.num_layers, 2, transformer.nhead, past, transformer.head_dim)
+    return {"token_embedding": torch.randn(2, 1, transformer.d_model, generator=generator).numpy(),
+            "step_index": np.array([past], np.int64),
+            "self_k": torch.randn(cache, generator=generator).numpy(),
+            "self_v": torch.randn(cache, generator=generator).numpy(),
+            "cross_k": cross_k.numpy(), "cross_v": cross_v.numpy()}
+
+
+def instance_graph_plan(config: InstanceConfig, modules: dict[str, torch.nn.Module]) -> list[tuple[GraphSpec, dict]]:
+    """(spec, example feeds) for every graph of an insseg bundle."""
+    transformer, vqvae = modules["transformer"], modules["vqvae"]
+    generator = torch.Generator().manual_seed(0)
+    image = torch.randn(2, 3, config.image_size, config.image_size, generator=generator)
+    encoder = ImageEncoder(modules["backbone"], transformer)
+    with torch.no_grad():
+        cross_k, cross_v = encoder(image)
+    return [
+        (graph_spec("image_encoder", encoder), {"image": image.numpy()}),
+        (graph_spec("decoder_step", DecoderStep(transformer, INSSEG_TASK)),
+         _step_feeds(transformer, cross_k, cross_v, generator)),
+        (graph_spec("mask_soft_decoder", VQVAESoftDecoder(vqvae)),
+         {"code_logits": torch.randn(3, config.mask_tokens, config.vqvae["num_embeddings"],
+                                     generator=generator).numpy()}),
+    ]
+
+
+def graph_plan(config: DepthConfig | InstanceConfig, modules: dict[str, torch.nn.Module]
+               ) -> list[tuple[GraphSpec, dict]]:
     """(spec, example feeds) for every graph of the bundle."""
+    if isinstance(config, InstanceConfig):
+        return instance_graph_plan(config, modules)
     backbone, transformer, vqvae = modules["backbone"], modules["transformer"], modules["vqvae"]
     generator = torch.Generator().manual_seed(0)
     size, n, k = config.image_size, config.token_length, config.vqvae["num_embeddings"]
@@ -95,13 +145,7 @@ def graph_plan(config: DepthConfig, modules: dict[str, torch.nn.Module]) -> list
     encoder = ImageEncoder(backbone, transformer)
     with torch.no_grad():
         cross_k, cross_v = encoder(image)
-    past = 3
-    cache = (transformer.num_layers, 2, transformer.nhead, past, transformer.head_dim)
-    step_feeds = {"token_embedding": torch.randn(2, 1, transformer.d_model, generator=generator).numpy(),
-                  "step_index": np.array([past], np.int64),
-                  "self_k": torch.randn(cache, generator=generator).numpy(),
-                  "self_v": torch.randn(cache, generator=generator).numpy(),
-                  "cross_k": cross_k.numpy(), "cross_v": cross_v.numpy()}
+    step_feeds = _step_feeds(transformer, cross_k, cross_v, generator)
     return [
         (graph_spec("image_encoder", encoder), {"image": image.numpy()}),
         (graph_spec("decoder_step", DecoderStep(transformer)), step_feeds),
@@ -142,9 +186,44 @@ def pipeline_constants(config: DepthConfig, transformer: ARTransformer) -> dict:
     }
 
 
-def export_bundle(config: DepthConfig, out: Path, *, checkpoint: Path | None = None,
+def instance_pipeline_constants(config: InstanceConfig, transformer: ARTransformer) -> dict:
+    t = transformer
+    return {
+        "task": "insseg",
+        "task_id": INSSEG_TASK,
+        "image_size": config.image_size,
+        "normalisation": {"mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375],
+                          "note": "RGB 0-255 minus mean over std (img_norm_cfg), after the keep-ratio resize"},
+        "resize": "keep ratio, long side to image_size (bilinear, size rounded half up), zero padding right/bottom",
+        "norm_val": config.norm_val,
+        "num_bins": t.class_offset - 1,
+        "num_query": config.num_query,
+        "object_length": config.object_length,
+        "mask_tokens": config.mask_tokens,
+        "mask_size": config.vqvae["mask_size"],
+        "mask_threshold": 0.5,
+        "top_p": t.top_p,
+        "soft_transformer": t.soft_transformer,
+        "soft_vae": t.soft_vae,
+        "vocabulary": {"num_vocal": int(t.voc_embed.shape[0]), "box_slice": [0, t.class_offset],
+                       "class_slice": [t.class_offset, t.special_offset], "noise_label": t.noise_label,
+                       "mask_slice": [t.mask_offset, t.depth_offset]},
+        "decoder": {"layers": t.num_layers, "heads": t.nhead, "head_dim": t.head_dim, "d_model": t.d_model},
+        "tables": dict(INSTANCE_TABLES),
+    }
+
+
+def _task_tables(config: DepthConfig | InstanceConfig, transformer: ARTransformer
+                 ) -> tuple[dict[str, str], dict[str, np.ndarray], dict]:
+    """(table files, table arrays, pipeline constants) of the config's task."""
+    if isinstance(config, InstanceConfig):
+        return INSTANCE_TABLES, instance_tables(transformer), instance_pipeline_constants(config, transformer)
+    return TABLES, depth_tables(transformer), pipeline_constants(config, transformer)
+
+
+def export_bundle(config: DepthConfig | InstanceConfig, out: Path, *, checkpoint: Path | None = None,
                   vqvae_checkpoint: Path | None = None, trust: bool = False, seed: int = 0, log: Log = print) -> Path:
-    """Build, export, check and write the AiT depth bundle for ``config`` at ``out``."""
+    """Build, export, check and write the AiT depth or insseg bundle for ``config`` at ``out``."""
     started = time.perf_counter()
     source = f"checkpoint {checkpoint}" if checkpoint else f"seeded random weights (seed {seed}), no checkpoint given"
     if vqvae_checkpoint:
@@ -160,12 +239,12 @@ def export_bundle(config: DepthConfig, out: Path, *, checkpoint: Path | None = N
             component, check, _ = export_graph(spec, feeds, root / f"{spec.name}.onnx", _profile(spec, feeds, ranges))
             components[spec.name] = component
             log(check.line())
-        tables = depth_tables(modules["transformer"])
-        for key, rel in TABLES.items():
+        table_files, tables, constants = _task_tables(config, modules["transformer"])
+        for key, rel in table_files.items():
             np.save(root / rel, np.ascontiguousarray(tables[key], dtype=np.float32))
-        files = list(TABLES.values()) + [f for c in components.values() for f in (c.file, *c.extra_files)]
+        files = list(table_files.values()) + [f for c in components.values() for f in (c.file, *c.extra_files)]
         manifest = Manifest(family="ait", variant=config.name, components=components,
-                            pipeline=pipeline_constants(config, modules["transformer"]), files={f: {} for f in files},
+                            pipeline=constants, files={f: {} for f in files},
                             note="; ".join([f"weights: {source}", *config.notes]))
         write_manifest(root, manifest)
     log(f"wrote {out} in {time.perf_counter() - started:.1f} s")

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .ar_transformer import DEPTH_TASK, ARTransformer
+from .ar_transformer import DEPTH_TASK, INSSEG_TASK, ARTransformer
 from .swin import SwinV2TransformerRPE2FC
 from .vqvae import VQVAE
 
@@ -33,6 +33,9 @@ GRAPH_IO = {
     "vqvae_soft_decoder": dict(
         input_names=["code_logits"], output_names=["depth"],
         dynamic_axes={"code_logits": BATCH, "depth": BATCH}),
+    "mask_soft_decoder": dict(
+        input_names=["code_logits"], output_names=["masks"],
+        dynamic_axes={"code_logits": BATCH, "masks": BATCH}),
     "vqvae_prob_decoder": dict(
         input_names=["code_probs"], output_names=["depth"],
         dynamic_axes={"code_probs": BATCH, "depth": BATCH}),
@@ -127,3 +130,10 @@ def depth_tables(transformer: ARTransformer) -> dict[str, np.ndarray]:
         "depth_code_embeddings": t.voc_embed[t.depth_offset:t.enddepth_offset].detach().cpu().numpy(),
         "depth_slice": np.array([t.depth_offset, t.enddepth_offset], dtype=np.int64),
     }
+
+
+def instance_tables(transformer: ARTransformer) -> dict[str, np.ndarray]:
+    """The insseg loop's tables: the task-1 start embedding and the whole (tied) vocabulary embedding."""
+    t = transformer
+    return {"start_embedding": t.det_embed[INSSEG_TASK].detach().cpu().numpy(),  # (1, d)
+            "vocabulary_embeddings": t.voc_embed.detach().cpu().numpy()}  # (num_vocal, d)

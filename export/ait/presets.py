@@ -1,4 +1,5 @@
-"""AiT depth configurations: the released ``swinv2b_480reso_depthonly`` and the ``tiny-depth`` preset.
+"""AiT configurations: the released ``swinv2b_480reso_depthonly`` / ``swinv2b_640reso_inssegonly`` and their
+``tiny-depth`` / ``tiny-insseg`` presets.
 
 Every model dict holds the OFFICIAL constructor arguments (``ait/configs/*.py``: ``backbone``,
 ``transformer``, ``depth_head.vae_cfg``), so released checkpoints and golden cases build
@@ -79,15 +80,73 @@ def tiny_depth() -> DepthConfig:
     )
 
 
-def released_variants() -> dict[str, DepthConfig]:
-    return {"swinv2b_480reso_depthonly": swinv2b_480reso_depthonly()}
+@dataclass
+class InstanceConfig:
+    """Instance segmentation (``InsSegHead``, task 1): ``num_query`` objects of 4 box + 1 class + mask tokens."""
+    name: str
+    backbone: dict[str, Any]
+    transformer: dict[str, Any]
+    vqvae: dict[str, Any]  # the instance-mask VQVAE (``insseg.vae_cfg``)
+    image_size: int  # keep-ratio resize so the long side is image_size, then zero padding to a square
+    norm_val: int  # box coordinates are absolute pixels / norm_val in [0, 1] ('abs' coord_norm)
+    num_query: int = 100  # InsSegHead default; no EOS (pred_eos false): every query yields an object
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def mask_tokens(self) -> int:
+        return self.vqvae["token_length"]
+
+    @property
+    def object_length(self) -> int:
+        return 5 + self.mask_tokens
+
+    @property
+    def token_length(self) -> int:
+        return self.num_query * self.object_length
 
 
-def tiny_variants() -> dict[str, DepthConfig]:
-    return {"tiny-depth": tiny_depth()}
+def swinv2b_640reso_inssegonly() -> InstanceConfig:
+    """Vocabulary 2467: the depth config's 2339 plus 128 codes reserved for other tasks (``num_embeddings_others``)."""
+    depth = swinv2b_480reso_depthonly()
+    return InstanceConfig(
+        name="swinv2b_640reso_inssegonly",
+        backbone={**depth.backbone, "use_shift": [True, True, True, True], "drop_path_rate": 0.3},
+        transformer={**depth.transformer, "num_vocal": depth.transformer["num_vocal"] + 128, "n_rows": 20,
+                     "n_cols": 20, "top_p": 0.3},
+        vqvae={"token_length": 16, "mask_size": 64, "embedding_dim": 512, "hidden_dim": 128, "num_resnet_blocks": 2,
+               "num_embeddings": _NUM_EMBEDDINGS},
+        image_size=640,
+        norm_val=640,
+    )
 
 
-def variant(name: str) -> DepthConfig:
+def tiny_insseg() -> InstanceConfig:
+    """Small model on the released insseg code paths: all-shifted Swin V2, top-p 0.3 sampling, soft mask tokens."""
+    base, depth = swinv2b_640reso_inssegonly(), tiny_depth()
+    config = InstanceConfig(
+        name="tiny-insseg",
+        backbone={**depth.backbone, "use_shift": [True, True, True, True]},
+        transformer={**depth.transformer, "top_p": base.transformer["top_p"]},
+        vqvae={**base.vqvae, "embedding_dim": 32, "hidden_dim": 32,
+               "num_embeddings": depth.transformer["num_embeddings"]},
+        image_size=128,
+        norm_val=128,
+        num_query=3,
+    )
+    config.transformer["dec_length"] = config.token_length  # one learned decoder position per step
+    return config
+
+
+def released_variants() -> dict[str, DepthConfig | InstanceConfig]:
+    return {"swinv2b_480reso_depthonly": swinv2b_480reso_depthonly(),
+            "swinv2b_640reso_inssegonly": swinv2b_640reso_inssegonly()}
+
+
+def tiny_variants() -> dict[str, DepthConfig | InstanceConfig]:
+    return {"tiny-depth": tiny_depth(), "tiny-insseg": tiny_insseg()}
+
+
+def variant(name: str) -> DepthConfig | InstanceConfig:
     variants = {**released_variants(), **tiny_variants()}
     if name not in variants:
         raise ValueError(f"unknown AiT variant {name!r}; expected one of {', '.join(sorted(variants))}")
