@@ -18,6 +18,8 @@ import math
 import torch
 from torch import nn
 
+from export.layers import Mlp
+
 INSSEG_TASK, DEPTH_TASK = 1, 2
 
 
@@ -55,17 +57,6 @@ class Attention(nn.Module):
         """Self-attention."""
         k, v = self.keys_values(x)
         return self.attend(x, k, v, mask)
-
-
-class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
 
 
 class EncoderBlock(nn.Module):

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from export.layers import Mlp
+
 LN_EPS = 1e-6
 LOGIT_SCALE_MAX = math.log(1.0 / 0.01)
 COSINE_EPS = 5e-5
@@ -69,17 +71,6 @@ def shifted_window_mask(hp: int, wp: int, window: int, shift: int) -> torch.Tens
     ids = img.reshape(hp // window, window, wp // window, window).transpose(0, 2, 1, 3).reshape(-1, window * window)
     diff = ids[:, None, :] - ids[:, :, None]
     return torch.from_numpy(np.where(diff != 0, SHIFT_MASK_VALUE, 0.0).astype(np.float32))
-
-
-class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
 
 
 class WindowAttention(nn.Module):

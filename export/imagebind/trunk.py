@@ -14,6 +14,8 @@ import math
 import torch
 from torch import nn
 
+from export.layers import Mlp
+
 BLOCK_LN_EPS = 1e-6
 
 
@@ -67,19 +69,6 @@ class PackedAttention(nn.Module):
             scores = scores + attn_mask
         out = scores.softmax(dim=-1) @ self._heads(v)
         return self.out_proj(out.transpose(1, 2).flatten(2))
-
-
-class Mlp(nn.Module):
-    """Linear(D, 4D) -> exact GELU -> Linear(4D, D)."""
-
-    def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
 
 
 class BlockWithMasking(nn.Module):
