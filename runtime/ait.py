@@ -77,15 +77,21 @@ def window_starts(width: int, height: int, shift_size: int) -> list[int]:
     return [i * interval for i in range(shift_size)]
 
 
+def open_task_bundle(bundle: str | Path | Bundle, task: str, caller: str, variant_hint: str) -> Bundle:
+    """The AiT bundle of ``task`` ("depth" or "insseg"); any other bundle is refused, naming what it is."""
+    opened = bundle if isinstance(bundle, Bundle) else Bundle(bundle)
+    if opened.manifest.family != "ait" or opened.pipeline.get("task") != task:
+        raise BundleError(f"{opened.root} is a {opened.manifest.family} {opened.pipeline.get('task', '')} bundle; "
+                          f"{caller} needs an AiT {task} bundle (python -m export all, or python -m export ait "
+                          f"{variant_hint})")
+    return opened
+
+
 class DepthPipeline:
     """The opened graphs, tables and constants of one AiT depth bundle (load once, estimate many)."""
 
     def __init__(self, bundle: str | Path | Bundle, *, backend: str = "onnxruntime"):
-        self.bundle = bundle if isinstance(bundle, Bundle) else Bundle(bundle)
-        if self.bundle.manifest.family != "ait" or self.bundle.pipeline.get("task") != "depth":
-            raise BundleError(f"{self.bundle.root} is a {self.bundle.manifest.family} "
-                              f"{self.bundle.pipeline.get('task', '')} bundle; estimate_depth needs an AiT depth "
-                              "bundle (python -m export all, or python -m export ait ...)")
+        self.bundle = open_task_bundle(bundle, "depth", "estimate_depth", "...")
         self.constants = c = self.bundle.pipeline
         self.image_encoder = open_session(self.bundle, "image_encoder", backend=backend)
         self.decoder_step = open_session(self.bundle, "decoder_step", backend=backend)

@@ -29,8 +29,8 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from runtime.ait import softmax
-from runtime.bundle import Bundle, BundleError
+from runtime.ait import open_task_bundle, softmax
+from runtime.bundle import Bundle
 from runtime.image_conditioning import load_rgb
 from runtime.progress import ProgressBar
 from runtime.session import open_session
@@ -170,11 +170,7 @@ class InstancePipeline:
     """The opened graphs, tables and constants of one AiT insseg bundle (load once, segment many)."""
 
     def __init__(self, bundle: str | Path | Bundle, *, backend: str = "onnxruntime"):
-        self.bundle = bundle if isinstance(bundle, Bundle) else Bundle(bundle)
-        if self.bundle.manifest.family != "ait" or self.bundle.pipeline.get("task") != "insseg":
-            raise BundleError(f"{self.bundle.root} is a {self.bundle.manifest.family} "
-                              f"{self.bundle.pipeline.get('task', '')} bundle; segment_instances needs an AiT insseg "
-                              "bundle (python -m export all, or python -m export ait --variant ...inssegonly)")
+        self.bundle = open_task_bundle(bundle, "insseg", "segment_instances", "--variant ...inssegonly")
         self.constants = c = self.bundle.pipeline
         self.image_encoder = open_session(self.bundle, "image_encoder", backend=backend)
         self.decoder_step = open_session(self.bundle, "decoder_step", backend=backend)
