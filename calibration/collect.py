@@ -70,7 +70,7 @@ def _timestep(feeds: Mapping[str, np.ndarray]) -> dict[str, Any]:
 
 
 def _open_video(bundle: Bundle):
-    from runtime.video import VideoPipeline
+    from runtime.videocrafter1 import VideoPipeline
 
     return VideoPipeline(bundle)
 
@@ -93,7 +93,7 @@ def _step(feeds: Mapping[str, np.ndarray]) -> dict[str, Any]:
 
 
 def _open_depth(bundle: Bundle):
-    from runtime.ait import DepthPipeline
+    from runtime.ait.depth import DepthPipeline
 
     return DepthPipeline(bundle)
 
@@ -137,7 +137,7 @@ def _describe_embedding(inputs: Inputs, sample: int) -> dict[str, Any]:
 
 def embedding_items(chosen: Mapping[str, Any], modalities) -> dict[str, list]:
     """The ``{modality: [item]}`` of one described sample, for the opened modalities."""
-    from runtime.imagebind_inputs import read_single_channel
+    from runtime.imagebind.inputs import read_single_channel
 
     items = {m: [chosen[m]] for m in ("text", "vision", "depth", "thermal", "audio") if m in chosen}
     for m in ("depth", "thermal"):
@@ -148,7 +148,7 @@ def embedding_items(chosen: Mapping[str, Any], modalities) -> dict[str, list]:
 
 
 def _open_embedding(bundle: Bundle):
-    from runtime.imagebind import EmbeddingPipeline
+    from runtime.imagebind.pipeline import EmbeddingPipeline
 
     return EmbeddingPipeline(bundle)
 

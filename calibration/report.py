@@ -20,26 +20,8 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 
 from calibration.store import CalibrationData, CalibrationDataError
-from runtime.bundle import Bundle, BundleError, Component
-from runtime.session import check_finite, prepare_feeds
-
-
-class GraphSession:
-    """A Session over any ONNX file for a component (e.g. its Q/DQ graph), on the CPU."""
-
-    def __init__(self, component: Component, graph: Path):
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        self.component = component
-        self._session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
-        self._outputs = [o.name for o in self._session.get_outputs()]
-
-    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        outputs = dict(zip(self._outputs, self._session.run(self._outputs, prepare_feeds(self.component, feeds))))
-        check_finite(self.component, outputs)
-        return outputs
+from runtime.bundle import Bundle, BundleError
+from runtime.backends import OrtSession
 
 
 def error_figures(reference: np.ndarray, test: np.ndarray) -> dict[str, float]:
@@ -55,7 +37,7 @@ def error_figures(reference: np.ndarray, test: np.ndarray) -> dict[str, float]:
             "snr_db": 10.0 * math.log10(float(np.sum(ref ** 2)) / noise) if noise else float("inf")}
 
 
-def compare_graphs(fp32: GraphSession, int8: GraphSession, records: Iterable[Mapping[str, np.ndarray]]) -> dict:
+def compare_graphs(fp32: OrtSession, int8: OrtSession, records: Iterable[Mapping[str, np.ndarray]]) -> dict:
     """Figures over all records (every output, flattened and concatenated) and the record count."""
     ref, test = [], []
     for feeds in records:
@@ -73,9 +55,9 @@ def psnr(reference: np.ndarray, test: np.ndarray) -> float:
     return 10.0 * math.log10(255.0 ** 2 / mse) if mse else float("inf")
 
 
-def video_end_to_end(bundle: Bundle, data: CalibrationData, int8: Mapping[str, GraphSession]) -> dict:
+def video_end_to_end(bundle: Bundle, data: CalibrationData, int8: Mapping[str, OrtSession]) -> dict:
     """PSNR of videos made with the INT8 UNet, then with every INT8 graph, against the FP32 video."""
-    from runtime.video import VideoPipeline
+    from runtime.videocrafter1 import VideoPipeline
 
     heldout = data.index.get("heldout_samples") or [0]
     sample = heldout[0]
@@ -110,10 +92,10 @@ def _heldout_inputs(data: CalibrationData) -> list[tuple[int, Mapping[str, Any]]
     return [(s, data.index["inputs"][s]) for s in samples]
 
 
-def depth_end_to_end(bundle: Bundle, data: CalibrationData, int8: Mapping[str, GraphSession]) -> dict:
+def depth_end_to_end(bundle: Bundle, data: CalibrationData, int8: Mapping[str, OrtSession]) -> dict:
     """Depth error of the INT8 graphs (each alone, then all) against FP32 on the held-out images."""
     from calibration.collect import RECIPES, swap_sessions
-    from runtime.ait import DepthPipeline
+    from runtime.ait.depth import DepthPipeline
 
     images = [chosen["image"] for _, chosen in _heldout_inputs(data)]
     fp32 = DepthPipeline(bundle)
@@ -135,11 +117,11 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sum(a * b, -1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
 
 
-def embedding_end_to_end(bundle: Bundle, data: CalibrationData, int8: Mapping[str, GraphSession]) -> dict:
+def embedding_end_to_end(bundle: Bundle, data: CalibrationData, int8: Mapping[str, OrtSession]) -> dict:
     """Per-modality embedding cosine (held-out items) and text -> vision top-1 agreement, INT8 vs FP32."""
     from calibration.collect import RECIPES, embedding_items, find_images, read_prompts, swap_sessions
-    from runtime.image_conditioning import load_rgb
-    from runtime.imagebind import EmbeddingPipeline, top_k
+    from runtime.images import load_rgb
+    from runtime.imagebind.pipeline import EmbeddingPipeline, top_k
 
     fp32 = EmbeddingPipeline(bundle)
     quant = EmbeddingPipeline(bundle)
@@ -174,7 +156,7 @@ def embedding_end_to_end(bundle: Bundle, data: CalibrationData, int8: Mapping[st
     return figures
 
 
-END_TO_END: dict[str, Callable[[Bundle, CalibrationData, Mapping[str, GraphSession]], dict]] = {
+END_TO_END: dict[str, Callable[[Bundle, CalibrationData, Mapping[str, OrtSession]], dict]] = {
     "videocrafter1": video_end_to_end,
     "ait": depth_end_to_end,
     "imagebind": embedding_end_to_end,
@@ -192,10 +174,10 @@ def report(bundle_root: str | Path, data_root: str | Path | None = None, *, end_
     data = CalibrationData.open(data_root)
     data.check_bundle(bundle.manifest.family, bundle.manifest.variant)
     split = "heldout" if data.index.get("heldout_samples") else "all"
-    int8 = {n: GraphSession(c, bundle.verify(c.int8["graph"])) for n, c in quantized.items()}
+    int8 = {n: OrtSession(bundle, n, graph=bundle.verify(c.int8["graph"])) for n, c in quantized.items()}
     components = {}
     for name, session in int8.items():
-        fp32 = GraphSession(quantized[name], bundle.component_path(name))
+        fp32 = OrtSession(bundle, name)
         components[name] = {**compare_graphs(fp32, session, data.records(name, split)), "split": split,
                             "method": quantized[name].int8["method"]}
     figures = {"bundle": str(bundle.root), "family": bundle.manifest.family, "variant": bundle.manifest.variant,

@@ -8,7 +8,7 @@ A data folder holds one ``<component>.npz`` per component (arrays named
      "components": {name: {"file": "<name>.npz", "inputs": [names],
                            "records": [{"sample": int, ...facts such as "timestep"}]}}}
 
-``RecordingSession`` wraps any :class:`runtime.session.Session` and appends the
+``RecordingSession`` wraps any :class:`runtime.backends.Session` and appends the
 feeds it receives to a :class:`Recorder`; the runtime pipelines need no change.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator, Mapping
 import numpy as np
 
 from runtime.bundle import Component
-from runtime.session import Session, prepare_feeds
+from runtime.backends import Session, prepare_feeds
 
 FORMAT = "edge-calibration/1"
 INDEX = "index.json"

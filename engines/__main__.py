@@ -9,7 +9,7 @@ from engines.precision import KEEP_FP32_MODES
 from engines.profiles import PRECISIONS
 from engines.trtexec import TARGETS
 from runtime.bundle import Bundle, BundleError
-from runtime.tensorrt_backend import LocalTarget, local_target
+from runtime.backends.trt import LocalTarget, local_target
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Mapping
 
 from runtime.bundle import Bundle, BundleError, Component
 

@@ -13,7 +13,7 @@ from typing import Any, Iterable, Mapping
 
 from engines.profiles import PRECISIONS, plan_name, profile_json, profile_of
 from runtime.bundle import Bundle, BundleError, sha256_of, write_manifest
-from runtime.tensorrt_backend import LocalTarget
+from runtime.backends.trt import LocalTarget
 
 
 def parse_plan_name(path: Path, components: Iterable[str]) -> tuple[str, str]:

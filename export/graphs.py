@@ -49,6 +49,16 @@ class GraphSpec:
         result = result if isinstance(result, (tuple, list)) else (result,)
         return {n: r.detach().cpu().numpy() for n, r in zip(self.outputs, result)}
 
+    def profile(self, feeds: Mapping[str, np.ndarray], ranges: Mapping[str, Mapping[str, int]]) -> dict:
+        """Per-input min/opt/max shapes: symbolic axes from ``ranges`` (by axis name), fixed axes as in ``feeds``."""
+        profile = {}
+        for name in self.inputs:
+            axes = self.dynamic_axes.get(name, {})
+            profile[name] = {level: tuple(ranges[axes[i]][level] if axes.get(i) in ranges else int(d)
+                                          for i, d in enumerate(feeds[name].shape))
+                             for level in ("min", "opt", "max")}
+        return profile
+
     def tensor_specs(self, feeds: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]) -> tuple:
         def spec(name: str, array: np.ndarray) -> TensorSpec:
             axes = self.dynamic_axes.get(name, {})
@@ -82,9 +92,10 @@ def compare_outputs(reference: Mapping[str, np.ndarray], found: Mapping[str, np.
 
 
 def export_graph(
-    spec: GraphSpec, feeds: Mapping[str, np.ndarray], path: Path, profile: Mapping[str, Mapping[str, Sequence[int]]]
+    spec: GraphSpec, feeds: Mapping[str, np.ndarray], path: Path, ranges: Mapping[str, Mapping[str, int]]
 ) -> tuple[Component, GraphCheck, dict[str, np.ndarray]]:
-    """Export ``spec`` to ``path``, check it under ONNX Runtime and describe it as a component."""
+    """Export ``spec`` to ``path``, check it under ONNX Runtime and describe it as a component whose
+    shape profile takes its symbolic axes' min/opt/max from ``ranges``."""
     start = time.perf_counter()
     reference = spec.run_torch(feeds)
     args = [torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in spec.inputs]
@@ -99,7 +110,7 @@ def export_graph(
         file=path.name,
         inputs=inputs,
         outputs=outputs,
-        profile={k: {lvl: tuple(v[lvl]) for lvl in ("min", "opt", "max")} for k, v in profile.items()},
+        profile=spec.profile(feeds, ranges),
         extra_files=extra,
     )
     return component, GraphCheck(spec.name, max_abs, cosine, time.perf_counter() - start), found

@@ -14,6 +14,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
+from runtime.backends.onnxrt import inference_session
+
 OPSET = 17
 EXTERNAL_DATA_THRESHOLD = 2 * 1024**3 - 64 * 1024**2  # protobuf's 2 GiB limit, with headroom
 
@@ -82,16 +84,8 @@ def export_onnx(
     return path
 
 
-def ort_session(path: str | Path):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 def run_onnx(path: str | Path, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Run the graph at ``path`` on CPU and return its outputs by name."""
-    session = ort_session(path)
+    session = inference_session(path)
     names = [o.name for o in session.get_outputs()]
     return dict(zip(names, session.run(names, dict(feeds))))

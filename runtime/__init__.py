@@ -1,8 +1,16 @@
-"""The light runtime that ships to devices: numpy + ONNX Runtime (or TensorRT). Never imports torch."""
-from runtime.ait import DepthPipeline, estimate_depth
-from runtime.ait_instances import InstancePipeline, Instances, segment_instances
-from runtime.bundle import Bundle, BundleError
-from runtime.imagebind import EmbeddingIndex, EmbeddingPipeline, embed, similarity, zero_shot
-from runtime.video import VideoPipeline, generate_video
+"""The light runtime that ships to devices: numpy + one backend (ONNX Runtime, TensorRT). Never imports torch.
 
-__all__ = ["Bundle", "BundleError", "EmbeddingIndex", "EmbeddingPipeline", "embed", "similarity", "zero_shot", "DepthPipeline", "estimate_depth", "InstancePipeline", "Instances", "segment_instances", "VideoPipeline", "generate_video"]
+The public names are the bundle format, ``open_session`` and every registered
+family's pipelines (``runtime.families``): ``generate_video``, ``VideoPipeline``,
+``estimate_depth``, ``segment_instances``, ``embed``, ``similarity``, ``zero_shot``,
+``EmbeddingIndex`` and their pipeline classes.
+"""
+from runtime.backends import open_session
+from runtime.bundle import Bundle, BundleError
+from runtime.families import family_modules
+
+__all__ = ["Bundle", "BundleError", "open_session"]
+for _family in family_modules("runtime").values():
+    globals().update({_name: getattr(_family, _name) for _name in _family.__all__})
+    __all__ += _family.__all__
+del _family

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 import runtime
-from runtime.imagebind import EmbeddingIndex, softmax
+from runtime.arrays import softmax
+from runtime.imagebind.pipeline import EmbeddingIndex
 
 ASSETS = Path(__file__).parent / "assets"
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 import runtime
-from runtime.image_conditioning import load_rgb
+from runtime.images import load_rgb
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--bundle", default="bundles/ait-tiny-insseg")

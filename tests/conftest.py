@@ -1,12 +1,11 @@
 """Shared fixtures: the golden reference folders and the GPU marker."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
+from tests.paths import REFERENCE
 
-REFERENCE = Path(os.environ.get("EDGE_REFERENCE", Path(__file__).resolve().parents[2] / "shared" / "reference"))
 
 
 def _has_gpu() -> bool:

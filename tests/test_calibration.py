@@ -12,7 +12,8 @@ from calibration.__main__ import main
 from calibration.cache import activation_scales, read_cache, version_code
 from calibration.collect import collect
 from calibration.quantize import QUANTIZED_OPS, quantize
-from calibration.report import GraphSession, compare_graphs, report
+from calibration.report import compare_graphs, report
+from runtime.backends import OrtSession
 from calibration.store import CalibrationData, CalibrationDataError
 from engines.profiles import source_graph
 from export.videocrafter1.bundle import export_bundle
@@ -70,7 +71,7 @@ def test_qdq_graphs_run_and_quantize_only_where_expected(calibrated):
         assert not fed & excluded
         weighted = {n.name for n in model.graph.node if n.op_type in QUANTIZED_OPS}
         assert weighted - excluded and weighted - excluded <= fed
-        outputs = GraphSession(component, bundle.verify(entry["graph"])).run(next(data.records(name)))
+        outputs = OrtSession(bundle, name, graph=bundle.verify(entry["graph"])).run(next(data.records(name)))
         assert all(np.isfinite(v).all() for v in outputs.values())
     reasons = set(entries["unet"]["excluded_nodes"].values())
     assert {"first convolution", "last convolution", "attention softmax", "normalisation"} <= reasons
@@ -86,13 +87,12 @@ def test_cache_parses_back_to_the_graph_scales(calibrated, tmp_path):
         assert scales.keys() == expected.keys() and len(scales) == entry["tensors_in_cache"]
         assert all(np.float32(scales[k]) == np.float32(v) for k, v in expected.items())
     # symmetric activations: scale = amax / 127 of what the tensor saw on the calibration records
-    component = bundle.component("vae_decoder")
     name, scale = next(iter(read_cache(bundle.verify(entries["vae_decoder"]["cache"]))[1].items()))
     model = onnx.load(str(bundle.component_path("vae_decoder")))
     model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
     probe = tmp_path / "probe.onnx"
     onnx.save(model, str(probe))
-    session = GraphSession(component, probe)
+    session = OrtSession(bundle, "vae_decoder", graph=probe)
     amax = max(np.abs(session.run(f)[name]).max() for f in data.records("vae_decoder", "calibration"))
     assert scale == pytest.approx(amax / 127, rel=1e-5)
 
@@ -106,7 +106,6 @@ def test_report_figures_come_from_real_runs(calibrated, tmp_path):
     assert math.isfinite(e2e["psnr_db_int8_unet"]) and e2e["psnr_db_int8_unet"] > 15
     assert e2e["psnr_db_all_int8"] > 10
 
-    component = bundle.component("unet")
     graph = onnx.load(str(bundle.verify(entries["unet"]["graph"])))
     # the last activation quantizer (in the last output block, no residual path around it): scale / 32 clips it
     weights = {i.name for i in graph.graph.initializer}
@@ -115,10 +114,10 @@ def test_report_figures_come_from_real_runs(calibrated, tmp_path):
     scale.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(scale) / np.float32(32), scale.name))
     perturbed = tmp_path / "unet.perturbed.onnx"
     onnx.save(graph, str(perturbed))
-    fp32 = GraphSession(component, bundle.component_path("unet"))
+    fp32 = OrtSession(bundle, "unet")
     heldout = list(data.records("unet", "heldout"))
-    original = compare_graphs(fp32, GraphSession(component, bundle.verify(entries["unet"]["graph"])), heldout)
-    moved = compare_graphs(fp32, GraphSession(component, perturbed), heldout)
+    original = compare_graphs(fp32, OrtSession(bundle, "unet", graph=bundle.verify(entries["unet"]["graph"])), heldout)
+    moved = compare_graphs(fp32, OrtSession(bundle, "unet", graph=perturbed), heldout)
     assert original["snr_db"] == pytest.approx(figures["components"]["unet"]["snr_db"])
     assert moved["snr_db"] < original["snr_db"] - 1.0 and moved["mean_abs"] > original["mean_abs"]
 
@@ -149,8 +148,8 @@ def test_histogram_methods_give_running_qdq_graphs(calibrated, tmp_path, method)
     assert copy.component("text_encoder").int8["method"] == method
     model = onnx.load(str(copy.verify(entry["graph"])))
     assert [n.op_type for n in model.graph.node].count("QuantizeLinear") > 0
-    fp32 = GraphSession(copy.component("text_encoder"), copy.component_path("text_encoder"))
-    int8 = GraphSession(copy.component("text_encoder"), copy.verify(entry["graph"]))
+    fp32 = OrtSession(copy, "text_encoder")
+    int8 = OrtSession(copy, "text_encoder", graph=copy.verify(entry["graph"]))
     assert compare_graphs(fp32, int8, data.records("text_encoder", "heldout"))["cosine"] > 0.99
 
 

@@ -14,10 +14,10 @@ from onnx import TensorProto, helper
 from engines import lint, precision, profiles, trtexec
 from engines.__main__ import main as engines_main
 from engines.register import register
-from runtime import tensorrt_backend
+from runtime.backends import trt as tensorrt_backend
 from runtime.bundle import Bundle, BundleError, BundleWriter, Component, Manifest, TensorSpec, write_manifest
-from runtime.session import OrtSession, open_session
-from runtime.tensorrt_backend import LocalTarget, TensorRTSession, select_engine
+from runtime.backends import OrtSession, open_session
+from runtime.backends.trt import LocalTarget, TensorRTSession, select_engine
 
 ORIN = LocalTarget("10.3.0", "Orin", "8.7")
 PROFILE = {"x": {"min": (1, 4, 8), "opt": (2, 4, 8), "max": (4, 4, 8)}}
@@ -241,6 +241,82 @@ def test_lint_flags_data_dependent_shapes_and_computed_constants(tmp_path):
     assert engines_main(["lint", str(root)]) == 1
 
 
+# --- the build recipe on Polygraphy's real loader objects (nothing is built without a GPU) ---------------------------
+
+class _Layer:
+    def __init__(self, name, kind, dtype="float16"):
+        self.name, self.type, self.precision, self.num_outputs = name, kind, None, 1
+        self._output = types.SimpleNamespace(dtype=dtype)
+        self.output_types = {}
+
+    def get_output(self, index):
+        return self._output
+
+    def set_output_type(self, index, dtype):
+        self.output_types[index] = dtype
+
+
+def _fake_trt(version="10.3.0"):
+    """The few ``tensorrt`` names the recipe reads: version, workspace pool, layer kinds and float types."""
+    return types.SimpleNamespace(__version__=version, MemoryPoolType=types.SimpleNamespace(WORKSPACE="WORKSPACE"),
+                                 LayerType=types.SimpleNamespace(NORMALIZATION="norm", SOFTMAX="softmax",
+                                                                 REDUCE="reduce"),
+                                 float32="float32", float16="float16")
+
+
+def test_engine_recipe_profiles_flags_and_timing_cache(tmp_path):
+    from polygraphy.backend.trt import CreateConfig, NetworkFromOnnxPath, PostprocessNetwork
+
+    from engines.build import engine_recipe
+
+    bundle = Bundle(_bundle(tmp_path))
+    cache = tmp_path / "timing.cache"
+    unet = engine_recipe(_fake_trt(), bundle, "unet", "fp16", workspace_mb=256, timing_cache=cache, keep_fp32="vae")
+    assert isinstance(unet.config, CreateConfig) and isinstance(unet.network, NetworkFromOnnxPath)
+    assert unet.config.fp16 and not unet.config.int8 and not unet.strongly_typed
+    assert not unet.network.strongly_typed and unet.network.path == str(bundle.component_path("unet"))
+    (profile,) = unet.config.profiles
+    assert (tuple(profile["x"].min), tuple(profile["x"].opt), tuple(profile["x"].max)) == ((1, 4, 8), (2, 4, 8),
+                                                                                          (4, 4, 8))
+    assert unet.config.memory_pool_limits == {"WORKSPACE": 256 << 20}
+    assert unet.config.precision_constraints is None and unet.config.timing_cache_path is None
+    cache.write_bytes(b"cache")
+    vae = engine_recipe(_fake_trt(), bundle, "vae_decoder", "fp16", workspace_mb=256, timing_cache=cache)
+    assert isinstance(vae.network, PostprocessNetwork) and vae.config.precision_constraints == "obey"
+    assert vae.config.timing_cache_path == str(cache)
+    fp32 = engine_recipe(_fake_trt(), bundle, "vae_decoder", "fp32", workspace_mb=256, timing_cache=cache)
+    assert not fp32.config.fp16 and isinstance(fp32.network, NetworkFromOnnxPath)
+
+
+def test_engine_recipe_pins_the_fp32_rule_layers():
+    from engines.build import _pin_fp32
+
+    trt = _fake_trt()
+    layers = [_Layer("/attn/Softmax", "softmax"), _Layer("/attn/Add", "elementwise"), _Layer("/norm/Mean", "other"),
+              _Layer("/conv", "conv", dtype="int32")]
+    network = types.SimpleNamespace(num_layers=len(layers), get_layer=layers.__getitem__)
+    assert _pin_fp32(trt, network, ["/norm/Mean"]) == ["/attn/Softmax", "/norm/Mean"]
+    assert layers[0].precision == "float32" and layers[0].output_types == {0: "float32"}
+    assert layers[1].precision is None and layers[3].precision is None
+
+
+def test_fp16_graph_builds_strongly_typed_on_tensorrt_10(tmp_path):
+    from engines.build import engine_recipe
+
+    half = helper.make_graph([helper.make_node("Softmax", ["x"], ["y"], name="/attn/Softmax", axis=-1)], "g",
+                             [helper.make_tensor_value_info("x", TensorProto.FLOAT16, ["batch", 4, 8])],
+                             [helper.make_tensor_value_info("y", TensorProto.FLOAT16, ["batch", 4, 8])])
+    model = helper.make_model(half, opset_imports=[helper.make_opsetid("", 17)])
+    bundle = Bundle(_bundle(tmp_path, {"vae_decoder": model}))
+    recipe = engine_recipe(_fake_trt("10.3.0"), bundle, "vae_decoder", "fp16", workspace_mb=64,
+                           timing_cache=tmp_path / "c")
+    assert recipe.strongly_typed and recipe.network.strongly_typed and not recipe.config.fp16
+    assert recipe.config.precision_constraints is None  # the graph's own types rule
+    older = engine_recipe(_fake_trt("8.6.1"), bundle, "vae_decoder", "fp16", workspace_mb=64,
+                          timing_cache=tmp_path / "c")
+    assert not older.strongly_typed and older.config.fp16
+
+
 # --- the TensorRT backend's decisions -------------------------------------------------------------------------------
 
 def _component_with(*engines):
@@ -263,86 +339,37 @@ def test_select_engine_matches_version_and_gpu():
         select_engine(_component_with(fp16), ORIN, "int8")
 
 
-class _FakeCuda:
-    """Host memory standing in for device memory."""
+class _FakeRunner:
+    """Polygraphy's ``TrtRunner`` as the session uses it, on an engine that computes y = 2 x (host memory)."""
 
-    def __init__(self):
-        self.memory: dict[int, bytearray] = {}
+    opened: list["_FakeRunner"] = []
 
-    def device_name(self, device=0):
-        return "Orin"
+    def __init__(self, engine, name=None):
+        self.engine, self.name, self.active, self.calls = engine, name, False, 0
+        _FakeRunner.opened.append(self)
 
-    def compute_capability(self, device=0):
-        return "8.7"
+    def activate(self):
+        self.active = True
 
-    def malloc(self, nbytes):
-        self.memory[len(self.memory) + 1] = bytearray(nbytes)
-        return len(self.memory)
+    def deactivate(self):
+        self.active = False
 
-    def free(self, pointer):
-        del self.memory[pointer]
-
-    def stream_create(self):
-        return 7
-
-    def stream_destroy(self, stream):
-        pass
-
-    def stream_synchronize(self, stream):
-        pass
-
-    def copy_to_device(self, pointer, array, stream):
-        self.memory[pointer][: array.nbytes] = array.tobytes()
-
-    def copy_to_host(self, array, pointer, stream):
-        array[...] = np.frombuffer(bytes(self.memory[pointer][: array.nbytes]), array.dtype).reshape(array.shape)
+    def infer(self, feed_dict, check_inputs=True):
+        assert self.active
+        self.calls += 1
+        self._host = np.multiply(feed_dict["x"], 2, dtype=np.float32)  # reused host buffer, like TrtRunner's
+        return {"y": self._host}
 
 
-def _fake_tensorrt(cuda: _FakeCuda, version="10.3.0"):
-    """A stand-in ``tensorrt`` module whose engine computes y = 2 x."""
+def _fake_polygraphy(monkeypatch, version="10.3.0"):
+    """TensorRT present (``version``) with Polygraphy's runner faked: no GPU here."""
+    import polygraphy.backend.trt as polygraphy_trt
 
-    class Context:
-        def __init__(self):
-            self.shapes, self.addresses = {}, {}
-
-        def set_input_shape(self, name, shape):
-            self.shapes[name] = tuple(shape)
-            return True
-
-        def set_tensor_address(self, name, pointer):
-            self.addresses[name] = pointer
-
-        def get_tensor_shape(self, name):
-            return self.shapes["x"]
-
-        def execute_async_v3(self, stream):
-            x = np.frombuffer(bytes(cuda.memory[self.addresses["x"]]), np.float32)[: np.prod(self.shapes["x"])]
-            cuda.memory[self.addresses["y"]][: x.nbytes] = (2 * x).tobytes()
-            return True
-
-    class Engine:
-        num_io_tensors = 2
-
-        def get_tensor_name(self, index):
-            return ("x", "y")[index]
-
-        def get_tensor_mode(self, name):
-            return "input" if name == "x" else "output"
-
-        def get_tensor_dtype(self, name):
-            return np.float32
-
-        def create_execution_context(self):
-            return Context()
-
-    module = types.ModuleType("tensorrt")
-    module.__version__ = version
-    module.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None})
-    module.TensorIOMode = types.SimpleNamespace(INPUT="input", OUTPUT="output")
-    module.nptype = lambda dtype: dtype
-    module.Runtime = type("Runtime", (), {"__init__": lambda self, logger: None,
-                                          "deserialize_cuda_engine": lambda self, data: Engine()})
-    return module
+    monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__=version))
+    monkeypatch.setattr(tensorrt_backend, "_device_facts", lambda: ("Orin", "8.7"))
+    monkeypatch.setattr(polygraphy_trt, "EngineFromBytes", lambda data: (lambda: ("engine", data)))
+    monkeypatch.setattr(polygraphy_trt, "TrtRunner", _FakeRunner)
+    _FakeRunner.opened.clear()
 
 
 def _bundle_with_engine(tmp_path, target=ORIN):
@@ -354,22 +381,33 @@ def _bundle_with_engine(tmp_path, target=ORIN):
 
 
 def test_tensorrt_session_runs_and_refuses_shapes_outside_profile(tmp_path, monkeypatch):
-    cuda = _FakeCuda()
-    monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt(cuda))
-    session = TensorRTSession(_bundle_with_engine(tmp_path), "unet", cuda=cuda)
-    x = np.arange(2 * 4 * 8, dtype=np.float32).reshape(2, 4, 8)
-    np.testing.assert_array_equal(session.run({"x": x})["y"], 2 * x)
-    with pytest.raises(BundleError, match=r"input 'x' batch is 5, but this bundle supports 1..4"):
-        session.run({"x": np.zeros((5, 4, 8), np.float32)})
-    session.close()
-    assert cuda.memory == {}
+    _fake_polygraphy(monkeypatch)
+    with TensorRTSession(_bundle_with_engine(tmp_path), "unet") as session:
+        (runner,) = _FakeRunner.opened
+        assert runner.active and runner.engine == ("engine", b"engine")
+        x = np.arange(2 * 4 * 8, dtype=np.float32).reshape(2, 4, 8)
+        first = session.run({"x": x})["y"]
+        second = session.run({"x": x + 1})["y"]
+        np.testing.assert_array_equal(first, 2 * x)  # not overwritten by the runner's next call
+        np.testing.assert_array_equal(second, 2 * x + 2)
+        with pytest.raises(BundleError, match=r"input 'x' batch is 5, but this bundle supports 1..4"):
+            session.run({"x": np.zeros((5, 4, 8), np.float32)})
+        assert runner.calls == 2  # the profile check comes before the engine
+    assert not runner.active
+    with pytest.raises(BundleError, match="session is closed"):
+        session.run({"x": x})
 
 
 def test_tensorrt_session_refuses_engine_from_other_tensorrt(tmp_path, monkeypatch):
-    cuda = _FakeCuda()
-    monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt(cuda, version="10.7.0"))
+    _fake_polygraphy(monkeypatch, version="10.7.0")
     with pytest.raises(BundleError, match=r"TensorRT 10.7.0.*built with TensorRT 10.3.0.*python -m engines build"):
-        TensorRTSession(_bundle_with_engine(tmp_path), "unet", cuda=cuda)
+        TensorRTSession(_bundle_with_engine(tmp_path), "unet")
+
+
+def test_tensorrt_session_without_gpu_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setattr(tensorrt_backend, "local_target", lambda: None)
+    with pytest.raises(BundleError, match=r"needs the tensorrt and polygraphy packages and an NVIDIA GPU"):
+        TensorRTSession(_bundle_with_engine(tmp_path), "unet")
 
 
 def test_auto_backend(tmp_path, monkeypatch):
@@ -384,17 +422,15 @@ def test_auto_backend(tmp_path, monkeypatch):
     monkeypatch.setattr(tensorrt_backend, "local_target", lambda: LocalTarget("10.3.0", "RTX", "8.9"))
     assert isinstance(open_session(bundle, "unet", backend="auto"), OrtSession)
     # the matching GPU: TensorRT
-    cuda = _FakeCuda()
-    monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt(cuda))
+    _fake_polygraphy(monkeypatch)
     monkeypatch.setattr(tensorrt_backend, "local_target", lambda: ORIN)
-    monkeypatch.setattr(tensorrt_backend, "Cuda", lambda: cuda)
     assert isinstance(open_session(bundle, "unet", backend="auto", threads=1), TensorRTSession)
     with pytest.raises(BundleError, match="expected one of onnxruntime, tensorrt, auto"):
         open_session(bundle, "unet", backend="trt")
 
 
 def test_runtime_never_imports_tensorrt_at_import_time():
-    code = "import sys, runtime.tensorrt_backend, runtime.session, engines.__main__; print('tensorrt' in sys.modules)"
+    code = "import sys, runtime.backends.trt, runtime.backends, engines.__main__; print('tensorrt' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
 
 

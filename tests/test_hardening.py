@@ -17,8 +17,8 @@ from export.videocrafter1.bundle import build_modules, export_bundle
 from export.videocrafter1.components import PREFIXES
 from export.videocrafter1.presets import tiny_i2v
 from runtime.bundle import Bundle, BundleError, BundleWriter, Component, Manifest, TensorSpec, write_manifest
-from runtime.image_conditioning import conditioning_pixels
-from runtime.session import NonFiniteOutputError, OrtSession
+from runtime.videocrafter1.image_conditioning import conditioning_pixels
+from runtime.backends import NonFiniteOutputError, OrtSession
 from runtime.tokenizer import ClipTokenizer
 
 FAST = dict(steps=2, frames=2, progress=False)

@@ -7,7 +7,6 @@ import importlib.util
 import subprocess
 import sys
 import types
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runtime.tokenizer import VOCAB_FILE, ClipTokenizer, byte_alphabet, clean_text
+from tests.paths import REPO
 
 VARIED_TEXTS = [
     "a corgi running on the beach, 4k",
@@ -132,4 +132,4 @@ def test_matches_open_clip_on_random_unicode(tokenizer, open_clip_tokenize, text
 
 def test_runtime_tokenizer_does_not_import_torch():
     code = "import sys, runtime.tokenizer; assert 'torch' not in sys.modules, 'runtime.tokenizer imported torch'"
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)

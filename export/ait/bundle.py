@@ -20,10 +20,9 @@ import torch
 
 from export.ait.ar_transformer import INSSEG_TASK, ARTransformer
 from export.ait.graphs import (DecoderStep, ImageEncoder, VQVAEEncoder, VQVAEIndexDecoder, VQVAESoftDecoder,
-                               depth_tables, instance_tables)
+                               depth_tables, graph_spec, instance_tables)
 from export.ait.presets import DepthConfig, InstanceConfig
 from export.ait.swin import SwinV2TransformerRPE2FC
-from export.ait.verify_cases import graph_spec
 from export.ait.vqvae import VQVAE
 from export.checkpoint import CheckpointError, load_into, read_checkpoint, select_prefix
 from export.graphs import GraphSpec, export_graph
@@ -93,15 +92,6 @@ def shape_ranges(config: DepthConfig | InstanceConfig) -> dict[str, dict[str, in
     return {"batch": batch,
             "past": {"min": 0, "opt": n // 2, "max": n - 1},
             "past_plus_one": {"min": 1, "opt": n // 2 + 1, "max": n}}
-
-
-def _profile(spec: GraphSpec, feeds: dict[str, np.ndarray], ranges: dict[str, dict[str, int]]) -> dict:
-    profile = {}
-    for name in spec.inputs:
-        axes = spec.dynamic_axes.get(name, {})
-        profile[name] = {level: [ranges[axes[i]][level] if axes.get(i) in ranges else int(d)
-                                 for i, d in enumerate(feeds[name].shape)] for level in ("min", "opt", "max")}
-    return profile
 
 
 def _step_feeds(transformer: ARTransformer, cross_k: torch.Tensor, cross_v: torch.Tensor,
@@ -236,7 +226,7 @@ def export_bundle(config: DepthConfig | InstanceConfig, out: Path, *, checkpoint
     with BundleWriter(out) as root:
         for index, (spec, feeds) in enumerate(plan, 1):
             log(f"[{index}/{len(plan)}] exporting {spec.name} ...")
-            component, check, _ = export_graph(spec, feeds, root / f"{spec.name}.onnx", _profile(spec, feeds, ranges))
+            component, check, _ = export_graph(spec, feeds, root / f"{spec.name}.onnx", ranges)
             components[spec.name] = component
             log(check.line())
         table_files, tables, constants = _task_tables(config, modules["transformer"])

@@ -12,9 +12,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .ar_transformer import DEPTH_TASK, INSSEG_TASK, ARTransformer
-from .swin import SwinV2TransformerRPE2FC
-from .vqvae import VQVAE
+from export.ait.ar_transformer import DEPTH_TASK, INSSEG_TASK, ARTransformer
+from export.ait.swin import SwinV2TransformerRPE2FC
+from export.ait.vqvae import VQVAE
+from export.graphs import GraphSpec
 
 BATCH = {0: "batch"}
 CACHE = {1: "batch", 3: "past"}
@@ -137,3 +138,9 @@ def instance_tables(transformer: ARTransformer) -> dict[str, np.ndarray]:
     t = transformer
     return {"start_embedding": t.det_embed[INSSEG_TASK].detach().cpu().numpy(),  # (1, d)
             "vocabulary_embeddings": t.voc_embed.detach().cpu().numpy()}  # (num_vocal, d)
+
+
+def graph_spec(name: str, module: torch.nn.Module) -> GraphSpec:
+    """The bundle's graph ``name`` (tensor names and symbolic axes of ``GRAPH_IO``) around ``module``."""
+    io = GRAPH_IO[name]
+    return GraphSpec(name, module.eval(), io["input_names"], io["output_names"], io["dynamic_axes"])

@@ -15,15 +15,16 @@ import torch
 from torch import nn
 
 from export.ait.ar_transformer import ARTransformer
-from export.ait.graphs import (GRAPH_IO, DecoderStep, VQVAEEncoder, VQVAEIndexDecoder, VQVAESoftDecoder,
-                               depth_tables)
+from export.ait.graphs import (DecoderStep, VQVAEEncoder, VQVAEIndexDecoder, VQVAESoftDecoder, depth_tables,
+                               graph_spec)
 from export.ait.swin import SwinV2TransformerRPE2FC
 from export.ait.vqvae import VQVAE
 from export.checkpoint import load_checkpoint
 from export.graphs import GraphSpec
-from export.onnx_io import export_onnx, ort_session
-from export.verify import Case, Row, score, verify_graphs
-from runtime.ait import depth_ar_loop
+from export.onnx_io import export_onnx
+from runtime.backends.onnxrt import inference_session
+from export.golden import Case, Row, score, verify_graphs
+from runtime.ait.depth import depth_ar_loop
 
 
 class LastStage(nn.Module):
@@ -48,16 +49,11 @@ class MemoryEncoder(nn.Module):
         return self.transformer.cross_kv(self.transformer.encode(src))
 
 
-def graph_spec(name: str, module: nn.Module) -> GraphSpec:
-    io = GRAPH_IO[name]
-    return GraphSpec(name, module.eval(), io["input_names"], io["output_names"], io["dynamic_axes"])
-
-
 def _export_session(spec: GraphSpec, example: Sequence[np.ndarray], folder: Path):
     path = folder / f"{spec.name}.onnx"
     export_onnx(spec.module, [torch.from_numpy(np.ascontiguousarray(a)) for a in example], path,
                 input_names=list(spec.inputs), output_names=list(spec.outputs), dynamic_axes=spec.dynamic_axes)
-    session = ort_session(path)
+    session = inference_session(path)
     return lambda feeds: dict(zip(spec.outputs, session.run(list(spec.outputs), dict(feeds))))
 
 

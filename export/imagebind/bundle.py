@@ -11,18 +11,17 @@ import time
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-import numpy as np
 import torch
 
 from export.checkpoint import CheckpointError, load_into, read_checkpoint
-from export.graphs import GraphSpec, export_graph
+from export.graphs import export_graph
 from export.imagebind.components import encoder_spec, example_input, logit_scale
 from export.imagebind.model import (MODALITIES, TEXT_CONTEXT_LENGTH, VIDEO_PAD_FRAMES, ModalityEncoder, build_encoder,
                                     resolve_config)
 from export.imagebind.presets import ImageBindPreset
 from export.random_init import randomize_
 from runtime.bundle import BundleWriter, Manifest, write_manifest
-from runtime.imagebind_preprocess import AUDIO_MEAN, AUDIO_STD, CLIP_MEAN, CLIP_STD, IMAGE_SIZE, IMU_SHAPE
+from runtime.imagebind.preprocess import AUDIO_MEAN, AUDIO_STD, CLIP_MEAN, CLIP_STD, IMAGE_SIZE, IMU_SHAPE
 from runtime.tokenizer import VOCAB_FILE
 
 TOKENIZER_FILE = "tokenizer/" + VOCAB_FILE.name
@@ -66,12 +65,6 @@ def build_encoders(preset: ImageBindPreset, modalities: Sequence[str] | None = N
             load_into(encoder, part, what=f"imagebind {preset.name} {m} encoder")
         del state
     return {m: e.eval() for m, e in encoders.items()}
-
-
-def _profile(spec: GraphSpec, feeds: Mapping[str, np.ndarray], batch: Mapping[str, int]) -> dict:
-    name = spec.inputs[0]
-    rest = [int(d) for d in feeds[name].shape[1:]]
-    return {name: {level: [batch[level], *rest] for level in ("min", "opt", "max")}}
 
 
 def preprocess_constants(modality: str, config: Mapping) -> dict:
@@ -119,7 +112,7 @@ def export_bundle(preset: ImageBindPreset, out: Path, *, checkpoint: Path | None
             log(f"[{index}/{len(encoders)}] exporting {spec.name} ...")
             feeds = {m: example_input(m, preset.config)}
             component, check, _ = export_graph(spec, feeds, root / f"{spec.name}.onnx",
-                                               _profile(spec, feeds, BATCH_RANGES[m]))
+                                               {"batch": BATCH_RANGES[m]})
             components[spec.name] = component
             log(check.line())
         files = [f for c in components.values() for f in (c.file, *c.extra_files)]

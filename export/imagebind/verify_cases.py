@@ -18,10 +18,9 @@ from export.checkpoint import load_checkpoint
 from export.imagebind.components import encoder_spec
 from export.imagebind.model import CLIP_RANK, VIDEO_PAD_FRAMES, build_encoder
 from export.onnx_io import export_onnx, run_onnx
-from export.verify import Case, Row, score
-from runtime.imagebind import average_clips
-from runtime.imagebind_preprocess import clip_sample_bounds, load_and_transform_audio, load_and_transform_vision
-from runtime.tokenizer import ClipTokenizer
+from export.golden import Case, Row, score, verify_clip_tokenizer
+from runtime.imagebind.pipeline import average_clips
+from runtime.imagebind.preprocess import clip_sample_bounds, load_and_transform_audio, load_and_transform_vision
 
 
 def _item_feed(modality: str, x: np.ndarray) -> tuple[np.ndarray, int, int]:
@@ -54,11 +53,6 @@ def verify_encoder(case: Case) -> list[Row]:
     return [score(case, "torch", torch_out), score(case, "onnx", onnx_out)]
 
 
-def verify_tokenizer(case: Case) -> list[Row]:
-    ids = ClipTokenizer()([str(s) for s in case.io["strings"]], context_length=case.config["context_length"])
-    return [score(case, "runtime", {"ids": ids})]
-
-
 def verify_vision_preprocess(case: Case) -> list[Row]:
     c = case.config
     pixels = load_and_transform_vision(case.io["image_uint8_hwc"], resize=c["resize"], center_crop=c["center_crop"],
@@ -81,7 +75,7 @@ def verify_audio_preprocess(case: Case) -> list[Row]:
 HANDLERS = {
     **{f"imagebind.{m}": verify_encoder for m in ("vision", "text", "audio", "depth", "thermal", "imu")},
     "imagebind.vision.video": verify_encoder,
-    "imagebind.tokenizer": verify_tokenizer,
+    "imagebind.tokenizer": verify_clip_tokenizer,
     "imagebind.preprocess.vision": verify_vision_preprocess,
     "imagebind.preprocess.audio": verify_audio_preprocess,
 }

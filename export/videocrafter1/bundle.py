@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 
 from export.checkpoint import load_into, read_checkpoint, select_prefix
@@ -22,6 +21,7 @@ from export.videocrafter1.openclip import CLIP_MEAN, CLIP_STD
 from export.videocrafter1.presets import VariantConfig
 from runtime.bundle import BundleWriter, Manifest, write_manifest
 from runtime.tokenizer import VOCAB_FILE, ClipTokenizer
+from runtime.videocrafter1.ddim import SCALE_KEYS
 
 TOKENIZER_FILE = "tokenizer/" + VOCAB_FILE.name
 Log = Callable[[str], None]
@@ -58,19 +58,6 @@ def shape_ranges(config: VariantConfig) -> dict[str, dict[str, int]]:
         "latent_height": {"min": max(1, lh // 2), "opt": lh, "max": lh * 2},
         "latent_width": {"min": max(1, lw // 2), "opt": lw, "max": lw * 2},
     }
-
-
-def _profile(spec: GraphSpec, feeds: dict[str, np.ndarray], ranges: dict[str, dict[str, int]]) -> dict:
-    """Per-input min/opt/max shapes: symbolic axes from ``ranges``, fixed axes as traced."""
-    profile = {}
-    for name in spec.inputs:
-        axes = spec.dynamic_axes.get(name, {})
-        profile[name] = {
-            level: [ranges[axes[i]][level] if axes.get(i) in ranges else int(d)
-                    for i, d in enumerate(feeds[name].shape)]
-            for level in ("min", "opt", "max")
-        }
-    return profile
 
 
 def graph_plan(config: VariantConfig, modules: dict[str, torch.nn.Module]) -> list[tuple[GraphSpec, dict, dict]]:
@@ -131,7 +118,7 @@ def pipeline_constants(config: VariantConfig) -> dict:
             "steps": s["steps"],
             "eta": s["eta"],
             "guidance_scale": s["guidance_scale"],
-            **{k: s[k] for k in ("use_scale", "scale_a", "scale_b", "mid_step", "fix_scale_bug") if k in s},
+            **{k: s[k] for k in SCALE_KEYS if k in s},
         },
     }
     if config.mode == "i2v":
@@ -160,7 +147,7 @@ def export_bundle(config: VariantConfig, out: Path, *, checkpoint: Path | None =
     with BundleWriter(out) as root:
         for index, (spec, feeds, ranges) in enumerate(plan, 1):
             log(f"[{index}/{len(plan)}] exporting {spec.name} ...")
-            component, check, _ = export_graph(spec, feeds, root / f"{spec.name}.onnx", _profile(spec, feeds, ranges))
+            component, check, _ = export_graph(spec, feeds, root / f"{spec.name}.onnx", ranges)
             components[spec.name] = component
             log(check.line())
         (root / TOKENIZER_FILE).parent.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from export.videocrafter1.openclip import VIT_H_14_EMBED_DIM, VIT_H_14_TEXT, VIT_H_14_VISION
+from runtime.videocrafter1.ddim import SCALE_KEYS
 
 # The released Resampler (``image_proj_model``) of I2V-512.
 IMAGE_PROJ_I2V_512 = {"dim": 1024, "depth": 4, "dim_head": 64, "heads": 12, "num_queries": 16,
@@ -156,7 +157,7 @@ def from_yaml(path: str | Path, variant: VariantConfig) -> VariantConfig:
         config.sampler["linear_end"] = params.get("linear_end", config.sampler["linear_end"])
         config.sampler["timesteps"] = params.get("timesteps", config.sampler["timesteps"])
         config.sampler["scale_factor"] = params.get("scale_factor", config.sampler["scale_factor"])
-        for key in ("use_scale", "scale_a", "scale_b", "mid_step", "fix_scale_bug"):
+        for key in SCALE_KEYS:
             if key in params:
                 config.sampler[key] = params[key]
         if "image_proj_stage_config" in params:

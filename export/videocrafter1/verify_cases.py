@@ -9,13 +9,12 @@ import torch
 
 from export.checkpoint import load_checkpoint
 from export.graphs import GraphSpec
-from export.onnx_io import export_onnx, ort_session
-from export.verify import Case, Row, score, verify_graphs
+from export.onnx_io import export_onnx
+from runtime.backends.onnxrt import inference_session
+from export.golden import Case, Row, score, verify_clip_tokenizer, verify_graphs
 from export.videocrafter1 import components as vc
-from runtime.ddim import DDIMSchedule, ddim_sample
-from runtime.tokenizer import ClipTokenizer
+from runtime.videocrafter1.ddim import SCALE_KEYS, DDIMSchedule, ddim_sample
 
-_SCALE_KEYS = ("use_scale", "scale_a", "scale_b", "mid_step", "fix_scale_bug")
 
 
 def verify_unet(case: Case) -> list[Row]:
@@ -43,14 +42,9 @@ def verify_image_proj(case: Case) -> list[Row]:
     return verify_graphs(case, resampler, [vc.image_proj_spec(resampler)])
 
 
-def verify_tokenizer(case: Case) -> list[Row]:
-    ids = ClipTokenizer()([str(s) for s in case.io["strings"]], context_length=case.config["context_length"])
-    return [score(case, "runtime", {"ids": ids})]
-
-
 def _schedule(config: dict, steps: int, eta: float) -> DDIMSchedule:
     return DDIMSchedule.make(steps, eta=eta, linear_start=config["linear_start"], linear_end=config["linear_end"],
-                             num_timesteps=config["timesteps"], **{k: config[k] for k in _SCALE_KEYS if k in config})
+                             num_timesteps=config["timesteps"], **{k: config[k] for k in SCALE_KEYS if k in config})
 
 
 def verify_schedule(case: Case) -> list[Row]:
@@ -100,7 +94,7 @@ def verify_sample(case: Case) -> list[Row]:
                                          context_length=case.io["context"].shape[1])
         export_onnx(spec.module, [torch.from_numpy(example[n]) for n in spec.inputs], path, input_names=spec.inputs,
                     output_names=spec.outputs, dynamic_axes=spec.dynamic_axes)
-        session = ort_session(path)
+        session = inference_session(path)
         rows.append(score(case, "onnx", _sample_with(lambda feeds: session.run(["eps"], feeds)[0], case)))
     return rows
 
@@ -111,7 +105,7 @@ HANDLERS = {
     "openclip.text.penultimate": verify_text_encoder,
     "openclip.vision.tokens": verify_image_encoder,
     "resampler": verify_image_proj,
-    "openclip.tokenizer": verify_tokenizer,
+    "openclip.tokenizer": verify_clip_tokenizer,
     "ddim.schedule": verify_schedule,
     "ddim.sample": verify_sample,
 }

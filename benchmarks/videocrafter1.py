@@ -1,0 +1,207 @@
+"""VideoCrafter1 entries of ``python -m benchmarks``: components, scaling of the UNet step, end to end.
+
+The torch baseline is the export package's modules (the same architecture as the
+bundle's variant, seeded random weights: timings do not depend on the values)
+run eagerly on the same inputs, in the same process, right after the runtime.
+torch and export are imported inside the functions: ``import runtime`` stays torch-free.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.measure import FamilyReport, Row, TimedSession, graph_flops, measure
+from runtime.bundle import Bundle
+from runtime.videocrafter1.ddim import ddim_sample
+from runtime.backends import open_session
+from runtime.videocrafter1 import VideoPipeline
+
+FAMILY = "videocrafter1"
+PROMPT = "a corgi running on the beach"
+UNET_FRAMES = (8, 16, 24)
+_SESSIONS = ("text_encoder", "unet", "vae_decoder", "image_encoder", "image_proj")
+
+
+def _variant_config(bundle: Bundle):
+    from export.videocrafter1.presets import released_variants, tiny_variants
+
+    variants = {**released_variants(), **tiny_variants()}
+    name = bundle.manifest.variant
+    if name not in variants:
+        raise ValueError(f"{bundle.root}: variant {name!r} has no preset for the torch baseline; "
+                         f"expected one of {', '.join(sorted(variants))}")
+    return variants[name]
+
+
+def _pipeline_feeds(plan) -> dict[str, dict[str, np.ndarray]]:
+    """The export's example inputs, cut to what one pipeline call feeds (VAE and image graphs: one frame/image)."""
+    feeds = {spec.name: dict(example) for spec, example, _ in plan}
+    for name in ("vae_decoder", "vae_encoder", "image_encoder", "image_proj"):
+        if name in feeds:
+            feeds[name] = {k: v[:1] for k, v in feeds[name].items()}
+    return feeds
+
+
+def _shape_text(feeds: dict[str, np.ndarray]) -> str:
+    return " ".join(f"{k}{list(v.shape)}" for k, v in feeds.items())
+
+
+def _backends(bundle: Bundle, name: str) -> list[str]:
+    from runtime.backends.trt import has_engine_for, local_target
+
+    local = local_target()
+    with_trt = local is not None and has_engine_for(bundle.component(name), local)
+    return ["onnxruntime", "tensorrt"] if with_trt else ["onnxruntime"]
+
+
+def _component_rows(bundle: Bundle, plan, repeats: int) -> tuple[list[Row], dict[str, float]]:
+    """One row per component and backend; also the GFLOP of each component at the pipeline's shapes."""
+    rows, gflop = [], {}
+    specs = {spec.name: spec for spec, _, _ in plan}
+    for name, feeds in _pipeline_feeds(plan).items():
+        count = graph_flops(bundle.component_path(name), {k: v.shape for k, v in feeds.items()})
+        gflop[name] = count.flops / 1e9
+        torch_time = measure(lambda: specs[name].run_torch(feeds), repeats)
+        for backend in _backends(bundle, name):
+            session = open_session(bundle, name, backend=backend)
+            timing = measure(lambda: session.run(feeds), repeats)
+            rows.append(Row(FAMILY, bundle.manifest.variant, name, _shape_text(feeds), backend,
+                            timing.median_s * 1e3, torch_time.median_s * 1e3, gflop[name], timing.peak_mb,
+                            torch_time.peak_mb))
+    return rows, gflop
+
+
+def _unet_scaling_rows(bundle: Bundle, config, unet_spec, context_length: int, repeats: int,
+                       quick: bool) -> list[Row]:
+    """The UNet step (guided batch of 2) at 8/16/24 frames and two latent sizes of the profile.
+
+    The sizes are the default and the largest, or with ``quick`` the smallest and the default.
+    """
+    from export.videocrafter1.components import example_unet_inputs
+
+    session = open_session(bundle, "unet")
+    profile = bundle.component("unet").profile["x"]
+    sizes = sorted({profile["min" if quick else "opt"][3], profile["opt" if quick else "max"][3]})
+    rows = []
+    for size in sizes:
+        for frames in (f for f in UNET_FRAMES if profile["min"][2] <= f <= profile["max"][2]):
+            feeds = example_unet_inputs(config.unet, batch=2, frames=frames, height=size, width=size,
+                                        context_length=context_length)
+            count = graph_flops(bundle.component_path("unet"), {k: v.shape for k, v in feeds.items()})
+            timing = measure(lambda: session.run(feeds), repeats)
+            torch_time = measure(lambda: unet_spec.run_torch(feeds), repeats)
+            rows.append(Row(FAMILY, bundle.manifest.variant, f"unet step, latent {size}x{size}",
+                            _shape_text({"x": feeds["x"]}), "onnxruntime", timing.median_s * 1e3,
+                            torch_time.median_s * 1e3, count.flops / 1e9, timing.peak_mb, torch_time.peak_mb,
+                            curve=f"latent {size}", x=frames))
+    return rows
+
+
+def _test_image(seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (96, 80, 3), dtype=np.uint8)
+
+
+def _end_to_end(bundle: Bundle, config, gflop: dict[str, float], steps: int, repeats: int) -> tuple[Row, dict]:
+    """generate_video against the torch pipeline, plus where the runtime's time goes."""
+    import torch
+
+    from export.videocrafter1.bundle import build_modules
+    from export.videocrafter1.reference_pipeline import generate_video_torch
+
+    pipeline = VideoPipeline(bundle)
+    c = pipeline.constants
+    image = _test_image() if pipeline.is_i2v else None
+    args = dict(steps=steps, guidance_scale=c["sampler"]["guidance_scale"], eta=c["sampler"]["eta"], seed=0,
+                frames=c["frames"], height=c["height"], width=c["width"])
+    modules = build_modules(config, None, trust=False, seed=0)
+    runtime_time = measure(lambda: pipeline.generate(PROMPT, image=image, progress=False, **args), repeats)
+    with torch.inference_mode():
+        torch_time = measure(lambda: generate_video_torch(modules, c, PROMPT, image_rgb=image, **args), repeats)
+
+    schedule = pipeline.schedule(steps, args["eta"])
+    total_gflop = (gflop["text_encoder"] + schedule.num_steps * gflop["unet"] + c["frames"] * gflop["vae_decoder"]
+                   + (gflop["image_encoder"] + gflop["image_proj"] if pipeline.is_i2v else 0.0))
+    row = Row(FAMILY, bundle.manifest.variant, f"generate_video ({schedule.num_steps} steps)",
+              f"{c['frames']}x{c['height']}x{c['width']}", "onnxruntime", runtime_time.median_s * 1e3,
+              torch_time.median_s * 1e3, total_gflop, runtime_time.peak_mb, torch_time.peak_mb)
+
+    clock: dict[str, float] = {}
+    for name in _SESSIONS:
+        if hasattr(pipeline, name):
+            setattr(pipeline, name, TimedSession(getattr(pipeline, name), clock))
+    start = time.perf_counter()
+    pipeline.generate(PROMPT, image=image, progress=False, **args)
+    total = time.perf_counter() - start
+    graphs = dict(clock)
+
+    clock.clear()
+    context, uncond = pipeline.conditioning(PROMPT, image, args["guidance_scale"] != 1.0, c["height"], c["width"])
+    predict = pipeline.predictor(context, uncond, c["fps"])
+    rng = np.random.default_rng(0)
+    x_T = rng.standard_normal(pipeline.latent_shape(c["frames"], c["height"], c["width"]), dtype=np.float32)
+    start = time.perf_counter()
+    ddim_sample(predict, x_T, schedule, guidance_scale=args["guidance_scale"], rng=rng)
+    sampler_total = time.perf_counter() - start
+    breakdown = {
+        "bundle": bundle.manifest.variant,
+        "end_to_end_s": total,
+        "graph_s": graphs,
+        "outside_graphs_s": total - sum(graphs.values()),
+        "outside_graphs_share": (total - sum(graphs.values())) / total,
+        "sampler_s": sampler_total,
+        "sampler_unet_s": clock.get("unet", 0.0),
+        "sampler_numpy_s": sampler_total - clock.get("unet", 0.0),
+        "sampler_numpy_share": (sampler_total - clock.get("unet", 0.0)) / sampler_total,
+    }
+    return row, breakdown
+
+
+def bench(bundles: list[Path], *, quick: bool, repeats: int) -> FamilyReport:
+    """Benchmark every VideoCrafter1 bundle given (tiny presets only with ``quick``)."""
+    import torch
+
+    from export.videocrafter1.bundle import build_modules, graph_plan
+
+    report = FamilyReport()
+    report.figures["torch_threads"] = torch.get_num_threads()
+    report.notes.append("torch baseline: export's modules of the same variant, seeded random weights, eager, "
+                        "torch.inference_mode for end to end; its sampler runs the two guidance branches "
+                        "as two UNet calls, the runtime as one batch of 2")
+    breakdowns = []
+    opened = sorted((Bundle(path) for path in bundles), key=lambda b: b.pipeline.get("mode") == "i2v")
+    for bundle in opened:
+        path = bundle.root
+        if quick and not bundle.manifest.variant.startswith("tiny"):
+            report.notes.append(f"skipped {path} ({bundle.manifest.variant}): --quick runs the tiny presets only")
+            continue
+        config = _variant_config(bundle)
+        modules = build_modules(config, None, trust=False, seed=0)
+        plan = graph_plan(config, modules)
+        with torch.inference_mode():
+            rows, gflop = _component_rows(bundle, plan, repeats)
+            report.rows += rows
+            unet_spec, unet_feeds, _ = next(p for p in plan if p[0].name == "unet")
+            if not report.plots:  # the scaling curves of the first bundle (the T2V one when both are there)
+                scaling = _unet_scaling_rows(bundle, config, unet_spec, unet_feeds["context"].shape[1], repeats,
+                                             quick)
+                report.rows += scaling
+                report.plots += _scaling_plots(bundle.manifest.variant, scaling)
+        row, breakdown = _end_to_end(bundle, config, gflop, 2 if quick else bundle.pipeline["sampler"]["steps"],
+                                     repeats)
+        report.rows.append(row)
+        breakdowns.append(breakdown)
+    report.figures["end_to_end_breakdown"] = breakdowns
+    return report
+
+
+def _scaling_plots(variant: str, rows: list[Row]) -> list[dict]:
+    """Latency against frames: runtime and torch per latent size."""
+    series: dict[str, list[tuple[float, float]]] = {}
+    for row in rows:
+        series.setdefault(f"ort {row.curve}", []).append((row.x, row.runtime_ms))
+        series.setdefault(f"torch {row.curve}", []).append((row.x, row.torch_ms))
+    return [{"file": f"bench_{FAMILY}_{variant}_unet_frames.png",
+             "title": f"{FAMILY} {variant}: UNet step (batch 2) vs frames",
+             "x_label": "frames", "y_label": "ms", "series": series}]

@@ -1,0 +1,164 @@
+"""AiT depth estimation in the runtime: image -> Swin + AR encoder -> cached AR loop -> VQVAE decode.
+
+Official inference (``ait/code/model/ait.py: forward_test`` and ``depth/depth_head.py``):
+
+1. Pixels are RGB in [0, 1] (``torchvision ToTensor``) with NO mean/std normalisation: the
+   NYUv2 depth dataset applies only ``ToTensor`` (``img_norm_cfg`` in the config is unused there).
+   The official test images are NYUv2's 480x640; other inputs are resized (bilinear) to the
+   bundle's ``test_size`` first and the depth is resized back at the end.
+2. TTA: ``shift_size`` square windows of side H at x = i * (W - H) // (shift_size - 1), each
+   window and its horizontal flip; prediction = (plain + flip(flipped)) / 2; windows are pasted
+   and divided by their overlap count; the map is clipped at min 1e-3.
+3. Per window: the AR loop over ``token_length`` steps (task-start embedding, ``dec_embed``
+   positions inside the step graph, depth vocabulary slice, argmax for top_p 0, soft token =
+   softmax(slice logits) @ depth-code embeddings, or the chosen code's embedding when hard);
+   the collected slice logits are soft-decoded (softmax(logits * tau) inside the graph) or,
+   when hard, the chosen codes go through the index decoder.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from runtime.bundle import Bundle, BundleError
+from runtime.images import load_rgb
+from runtime.arrays import softmax
+from runtime.progress import ProgressBar
+from runtime.backends import OwnsSessions, pipeline_for
+
+StepFn = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
+
+
+def depth_ar_loop(run_step: StepFn, cross_k: np.ndarray, cross_v: np.ndarray, *, start_embedding: np.ndarray,
+                  code_embeddings: np.ndarray, depth_slice: tuple[int, int], steps: int, soft: bool,
+                  progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The official task-2 loop over a cached decoder step -> slice logits (B, steps, K), tokens (B, steps).
+
+    ``run_step(feeds)`` runs the ``decoder_step`` graph; the self-attention cache starts empty
+    (past length 0) and grows by one position per step.
+    """
+    layers, batch, heads, _, head_dim = cross_k.shape
+    self_k = self_v = np.zeros((layers, batch, heads, 0, head_dim), np.float32)
+    x = np.broadcast_to(start_embedding.reshape(1, 1, -1), (batch, 1, start_embedding.shape[-1])).astype(np.float32)
+    lo, hi = depth_slice
+    all_logits, all_tokens = [], []
+    for step in range(steps):
+        out = run_step({"token_embedding": x, "step_index": np.array([step], np.int64), "self_k": self_k,
+                        "self_v": self_v, "cross_k": cross_k, "cross_v": cross_v})
+        logits, self_k, self_v = out["logits"][:, lo:hi], out["new_self_k"], out["new_self_v"]
+        tokens = logits.argmax(-1)  # top_p 0: only the top token survives the nucleus filter
+        x = (softmax(logits) @ code_embeddings if soft else code_embeddings[tokens])[:, None].astype(np.float32)
+        all_logits.append(logits)
+        all_tokens.append(tokens)
+        if progress is not None:
+            progress(step + 1)
+    return np.stack(all_logits, 1), np.stack(all_tokens, 1).astype(np.int64)
+
+
+def _bilinear(array: np.ndarray, height: int, width: int) -> np.ndarray:
+    import cv2
+
+    if array.shape[:2] == (height, width):
+        return array
+    return cv2.resize(array, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+def window_starts(width: int, height: int, shift_size: int) -> list[int]:
+    """x offsets of the official sliding windows (square, side ``height``)."""
+    if width < height:
+        raise ValueError(f"sliding windows need width >= height, found test size {height}x{width}")
+    interval = (width - height) // max(shift_size - 1, 1)
+    return [i * interval for i in range(shift_size)]
+
+
+def open_task_bundle(bundle: str | Path | Bundle, task: str, caller: str, variant_hint: str) -> Bundle:
+    """The AiT bundle of ``task`` ("depth" or "insseg"); any other bundle is refused, naming what it is."""
+    opened = bundle if isinstance(bundle, Bundle) else Bundle(bundle)
+    if opened.manifest.family != "ait" or opened.pipeline.get("task") != task:
+        raise BundleError(f"{opened.root} is a {opened.manifest.family} {opened.pipeline.get('task', '')} bundle; "
+                          f"{caller} needs an AiT {task} bundle (python -m export all, or python -m export ait "
+                          f"{variant_hint})")
+    return opened
+
+
+class DepthPipeline(OwnsSessions):
+    """The opened graphs, tables and constants of one AiT depth bundle (load once, estimate many)."""
+
+    def __init__(self, bundle: str | Path | Bundle, *, backend: str = "onnxruntime"):
+        self.bundle = open_task_bundle(bundle, "depth", "estimate_depth", "...")
+        self.constants = c = self.bundle.pipeline
+        self.image_encoder = self._open(self.bundle, "image_encoder", backend)
+        self.decoder_step = self._open(self.bundle, "decoder_step", backend)
+        self.soft_decoder = self._open(self.bundle, "vqvae_soft_decoder", backend)
+        self.index_decoder = self._open(self.bundle, "vqvae_index_decoder", backend)
+        tables = c["tables"]
+        self.start_embedding = np.load(self.bundle.file(tables["start_embedding"]), allow_pickle=False)
+        self.code_embeddings = np.load(self.bundle.file(tables["depth_code_embeddings"]), allow_pickle=False)
+        self.depth_slice = tuple(int(v) for v in c["vocabulary"]["depth_slice"])
+
+    def pixels(self, image: Any, height: int, width: int) -> np.ndarray:
+        """Any image -> (1, 3, height, width) float32 RGB in [0, 1] (bilinear resize, no mean/std)."""
+        rgb = _bilinear(load_rgb(image).astype(np.float32), height, width)
+        return np.transpose(rgb / np.float32(255.0), (2, 0, 1))[None]
+
+    def tokens(self, images: np.ndarray, *, soft: bool = True, progress: bool = False
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """(N, 3, S, S) pixels -> depth-slice logits (N, T, K) and codes (N, T) of the AR loop."""
+        steps = self.constants["token_length"]
+        encoded = self.image_encoder.run({"image": images})
+        bar = ProgressBar("depth tokens", steps) if progress else None
+        return depth_ar_loop(
+            self.decoder_step.run, encoded["cross_k"], encoded["cross_v"], start_embedding=self.start_embedding,
+            code_embeddings=self.code_embeddings, depth_slice=self.depth_slice, steps=steps, soft=soft, progress=bar)
+
+    def solve(self, images: np.ndarray, *, soft: bool = True, progress: bool = False) -> np.ndarray:
+        """(N, 3, S, S) pixels -> (N, S, S) depth, without any test-time augmentation."""
+        logits, tokens = self.tokens(images, soft=soft, progress=progress)
+        if soft:
+            return self.soft_decoder.run({"code_logits": logits})["depth"]
+        return self.index_decoder.run({"indices": tokens})["depth"]
+
+    def estimate(self, image: Any, *, soft: bool = True, tta: bool = True, progress: bool = True) -> np.ndarray:
+        """(H, W) float32 depth in metres at the input's size."""
+        c = self.constants
+        source = load_rgb(image)
+        size = c["image_size"]
+        if not tta:
+            depth = self.solve(self.pixels(source, size, size), soft=soft, progress=progress)[0]
+        else:
+            depth = self.sliding_flip(self.pixels(source, *c["test_size"]), soft=soft, progress=progress)
+        depth = np.clip(depth, c["min_depth"], None)
+        return _bilinear(depth.astype(np.float32), *source.shape[:2])
+
+    def sliding_flip(self, pixels: np.ndarray, *, soft: bool, progress: bool) -> np.ndarray:
+        """The official shift-window + flip TTA on (1, 3, H, W) pixels -> (H, W) depth (before clipping)."""
+        c = self.constants
+        _, _, h, w = pixels.shape
+        starts = window_starts(w, h, c["shift_size"])
+        windows = np.concatenate([pixels[..., x:x + h] for x in starts])
+        if c["flip_test"]:
+            windows = np.concatenate([windows, windows[..., ::-1]])
+        solved = self.solve(np.ascontiguousarray(windows), soft=soft, progress=progress)
+        if c["flip_test"]:
+            half = len(solved) // 2
+            solved = (solved[:half] + solved[half:, :, ::-1]) / np.float32(2.0)
+        total, count = np.zeros((h, w), np.float32), np.zeros((h, w), np.float32)
+        for x, window in zip(starts, solved):
+            total[:, x:x + h] += window
+            count[:, x:x + h] += 1
+        return total / count
+
+
+def estimate_depth(image: Any, *, bundle: str | Path | Bundle | DepthPipeline, soft: bool = True, tta: bool = True,
+                   progress: bool = True) -> np.ndarray:
+    """Depth in metres, (H, W) float32 at the input's size, as the official AiT inference computes it.
+
+    ``image``: a path, a PIL image or an HxW / HxWx3 / HxWx4 uint8 array of any size.
+    ``soft``: soft tokens and soft VQVAE decoding (the released setting) or hard argmax codes.
+    ``tta``: the official sliding windows + horizontal flips at the bundle's test size; off, one
+    pass on the image resized to the square model input.
+    """
+    with pipeline_for(bundle, DepthPipeline) as pipeline:
+        return pipeline.estimate(image, soft=soft, tta=tta, progress=progress)

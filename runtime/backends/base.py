@@ -1,0 +1,153 @@
+"""The backend interface: one ``Session`` per component, ``run(feeds) -> outputs``, and the backend registry.
+
+Every session checks its inputs against the component's manifest entry (names,
+dtypes, shape ranges) before the backend sees them, and checks its outputs for
+NaN/Inf so an FP16 overflow is reported with the component's name; that is
+:class:`BaseSession`, which each backend module (``onnxrt``, ``trt``) subclasses
+with its ``_infer``. Sessions are context managers; ``close()`` frees what the
+backend holds. Backends are named in one table and imported only when used.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+from typing import Any, ClassVar, Iterator, Mapping, Protocol
+
+import numpy as np
+
+from runtime.bundle import Bundle, BundleError, Component
+
+_NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16, "int64": np.int64, "int32": np.int32}
+
+
+class NonFiniteOutputError(RuntimeError):
+    """A component produced NaN or Inf (e.g. an FP16 overflow)."""
+
+
+class Session(Protocol):
+    component: Component
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> "Session": ...
+
+    def __exit__(self, *exc) -> None: ...
+
+
+def prepare_feeds(component: Component, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Check names and shapes against the manifest and cast to the declared dtypes."""
+    expected = [t.name for t in component.inputs]
+    unknown, missing = sorted(set(feeds) - set(expected)), sorted(set(expected) - set(feeds))
+    if unknown or missing:
+        raise BundleError(f"{component.name}: expected inputs {expected}, found {sorted(feeds)} "
+                          f"(unknown {unknown}, missing {missing})")
+    arrays = {name: np.asarray(value) for name, value in feeds.items()}
+    component.check_shapes({name: a.shape for name, a in arrays.items()})
+    return {
+        t.name: np.ascontiguousarray(arrays[t.name], dtype=_NUMPY_DTYPES[t.dtype]) for t in component.inputs
+    }
+
+
+def check_finite(component: Component, outputs: Mapping[str, np.ndarray]) -> None:
+    for name, value in outputs.items():
+        if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
+            bad = int(np.size(value) - np.isfinite(value).sum())
+            raise NonFiniteOutputError(
+                f"{component.name}: output '{name}' has {bad} NaN/Inf values of {value.size} "
+                "(an FP16 overflow? try the fp32 graph or keep this layer in fp32)"
+            )
+
+
+class BaseSession:
+    """What every backend shares: feeds checked before ``_infer``, outputs checked after, context management."""
+
+    options: ClassVar[frozenset[str]] = frozenset()  # the keyword options this backend's constructor takes
+
+    def __init__(self, component: Component):
+        self.component = component
+
+    @classmethod
+    def usable(cls, bundle: Bundle, name: str, options: Mapping[str, object]) -> bool:
+        """Whether ``backend="auto"`` may pick this backend for the component on this machine."""
+        return True
+
+    def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outputs = self._infer(prepare_feeds(self.component, feeds))
+        check_finite(self.component, outputs)
+        return outputs
+
+    def close(self) -> None:
+        """Release what the backend holds; the session cannot run afterwards."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# name -> "module:class"; a backend is imported only when a session of it is opened.
+_REGISTRY = {
+    "onnxruntime": "runtime.backends.onnxrt:OrtSession",
+    "tensorrt": "runtime.backends.trt:TensorRTSession",
+}
+AUTO_ORDER = ("tensorrt", "onnxruntime")  # ``auto`` takes the first usable one
+BACKENDS = (*_REGISTRY, "auto")
+
+
+def backend_class(backend: str) -> type[BaseSession]:
+    if backend not in _REGISTRY:
+        raise BundleError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+    module, _, attr = _REGISTRY[backend].partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def open_session(bundle: Bundle, name: str, *, backend: str = "onnxruntime", **options) -> BaseSession:
+    """Open one component with the named backend.
+
+    ``auto`` picks the first backend of :data:`AUTO_ORDER` usable here: TensorRT when
+    ``tensorrt`` imports and the bundle has an engine of this component for the local
+    GPU and TensorRT version, else ONNX Runtime; options meant for another backend
+    (``precision`` for TensorRT, ``providers`` and ``threads`` for ONNX Runtime) are dropped.
+    """
+    if backend == "auto":
+        for candidate in AUTO_ORDER:
+            cls = backend_class(candidate)
+            if cls.usable(bundle, name, options):
+                return cls(bundle, name, **{k: v for k, v in options.items() if k in cls.options})
+    return backend_class(backend)(bundle, name, **options)
+
+
+class OwnsSessions:
+    """Mixin for a pipeline: the sessions it opens with ``_open`` are closed by ``close()`` and by ``with``."""
+
+    def _open(self, bundle: Bundle, name: str, backend: str) -> BaseSession:
+        session = open_session(bundle, name, backend=backend)
+        self.__dict__.setdefault("_owned_sessions", []).append(session)
+        return session
+
+    def close(self) -> None:
+        for session in self.__dict__.pop("_owned_sessions", []):
+            session.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+@contextlib.contextmanager
+def pipeline_for(bundle: Any, pipeline_class: type, **options) -> Iterator[Any]:
+    """``bundle`` itself when it is already a ``pipeline_class`` (the caller keeps it open), else a new one
+    opened on it and closed when the block ends."""
+    if isinstance(bundle, pipeline_class):
+        yield bundle
+        return
+    with pipeline_class(bundle, **options) as pipeline:
+        yield pipeline

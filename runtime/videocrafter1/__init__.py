@@ -1,0 +1,4 @@
+"""VideoCrafter1/2 in the runtime: the text/image-to-video pipeline, its DDIM sampler and image conditioning."""
+from runtime.videocrafter1.pipeline import VideoPipeline, generate_video
+
+__all__ = ["VideoPipeline", "generate_video"]

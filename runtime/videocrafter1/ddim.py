@@ -1,0 +1,184 @@
+"""VideoCrafter1's DDIM sampler in numpy (``lvdm.models.samplers.ddim.DDIMSampler`` as the inference script runs it).
+
+``DDIMSchedule.make`` builds the per-step constants exactly as ``make_schedule``
+does (including its dtypes: the model keeps ᾱ as float32, ``alphas_prev`` and
+``sigmas`` come out float64); ``ddim_sample`` runs the loop of ``p_sample_ddim``
+in float32 with every per-step constant rounded to float32, as the official
+code's ``torch.full`` does.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+# predict_eps(x, t) -> (eps_cond, eps_uncond); eps_uncond may be None when guidance_scale is 1.
+EpsPredictor = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray | None]]
+
+
+def alphas_cumprod(linear_start: float, linear_end: float, num_timesteps: int) -> np.ndarray:
+    """ᾱ of the "linear" schedule (linear in sqrt(β), float64), stored as the model's float32 buffer."""
+    betas = np.linspace(linear_start ** 0.5, linear_end ** 0.5, num_timesteps, dtype=np.float64) ** 2
+    return np.cumprod(1.0 - betas).astype(np.float32)
+
+
+def uniform_timesteps(steps: int, num_timesteps: int) -> np.ndarray:
+    """The "uniform" discretization: 0, c, 2c, … below ``num_timesteps`` with c = num_timesteps // steps, plus 1.
+
+    When ``steps`` does not divide ``num_timesteps`` there can be more than ``steps`` of them
+    (30 of 1000 gives 31), as in the official code.
+    """
+    if not 1 <= steps <= num_timesteps:
+        raise ValueError(f"DDIM steps must be in [1, {num_timesteps}], got {steps}")
+    timesteps = np.arange(0, num_timesteps, num_timesteps // steps, dtype=np.int64) + 1
+    if timesteps[-1] >= num_timesteps:
+        usable = next(s for s in range(steps - 1, 0, -1) if (num_timesteps - 1) % (num_timesteps // s))
+        raise ValueError(
+            f"{steps} DDIM steps: the uniform discretization (stride {num_timesteps // steps}) reaches timestep "
+            f"{timesteps[-1]}, past the last one ({num_timesteps - 1}); the official sampler fails there too. "
+            f"The nearest smaller step count that works is {usable}")
+    return timesteps
+
+
+def previous(values: np.ndarray, timesteps: np.ndarray) -> np.ndarray:
+    """``[values[0]] + values[timesteps[:-1]]`` as float64 (the official code goes through a Python list)."""
+    return np.concatenate([values[:1], values[timesteps[:-1]]]).astype(np.float64)
+
+
+def ddim_sigmas(alphas: np.ndarray, alphas_prev: np.ndarray, eta: float) -> np.ndarray:
+    """σ = η·sqrt((1−a_prev)/(1−a)·(1−a/a_prev)) in float64.
+
+    The official code divides a float64 array by a float32 tensor, which torch computes as a
+    float32 reciprocal of (1−a) times the float64 numerator; mirrored here.
+    """
+    reciprocal = (np.float32(1.0) / (np.float32(1.0) - alphas)).astype(np.float64)
+    a = alphas.astype(np.float64)
+    return eta * np.sqrt((1.0 - alphas_prev) * reciprocal * (1.0 - a / alphas_prev))
+
+
+# The model settings of the latent scale schedule (VideoCrafter1 I2V-512, VideoCrafter2), as the official
+# configs name them; a bundle's sampler constants carry those that apply.
+SCALE_KEYS = ("use_scale", "scale_a", "scale_b", "mid_step", "fix_scale_bug")
+
+
+def scale_array(scale_a: float, scale_b: float, mid_step: int, num_timesteps: int, fix_scale_bug: bool) -> np.ndarray:
+    """The I2V scale schedule: linspace(scale_a, scale_b, mid_step) then scale_b, as float32.
+
+    Without ``fix_scale_bug`` the constant tail is ``num_timesteps`` long (array of
+    num_timesteps + mid_step; only the first num_timesteps are reachable), with it the
+    array is exactly ``num_timesteps`` long.
+    """
+    if not 1 <= mid_step <= num_timesteps:
+        raise ValueError(f"mid_step must be in [1, {num_timesteps}], got {mid_step}")
+    tail = num_timesteps - mid_step if fix_scale_bug else num_timesteps
+    ramp = np.linspace(scale_a, scale_b, mid_step, dtype=np.float64)
+    return np.concatenate([ramp, np.full(tail, scale_b, dtype=np.float64)]).astype(np.float32)
+
+
+def _read_only(*arrays: np.ndarray | None) -> None:
+    """Make the schedule's arrays immutable, like the dataclass holding them."""
+    for array in arrays:
+        if array is not None:
+            array.setflags(write=False)
+
+
+@dataclass(frozen=True, eq=False)
+class DDIMSchedule:
+    """Per-step DDIM constants, index i for ``timesteps[i]``; sampling runs from the last index to the first."""
+
+    alphas_cumprod: np.ndarray  # (num_timesteps,) float32: the model's ᾱ buffer
+    timesteps: np.ndarray  # (S,) int64: the values fed to the UNet
+    alphas: np.ndarray  # (S,) float32: ᾱ[timesteps]
+    alphas_prev: np.ndarray  # (S,) float64: ᾱ[0], then ᾱ[timesteps[:-1]]
+    sigmas: np.ndarray  # (S,) float64
+    eta: float
+    scale_arr: np.ndarray | None = None  # float32, only with use_scale
+    scale: np.ndarray | None = None  # (S,) float32: scale_arr[timesteps]
+    scale_prev: np.ndarray | None = None  # (S,) float64: scale_arr[0], then scale_arr[timesteps[:-1]]
+
+    @classmethod
+    def make(cls, steps: int, *, eta: float, linear_start: float = 0.00085, linear_end: float = 0.012,
+             num_timesteps: int = 1000, use_scale: bool = False, scale_a: float = 1.0, scale_b: float = 0.3,
+             mid_step: int = 400, fix_scale_bug: bool = False) -> "DDIMSchedule":
+        """The schedule ``make_schedule(steps, "uniform", eta)`` builds for the given model settings."""
+        if eta < 0:
+            raise ValueError(f"eta must be >= 0, got {eta}")
+        cumprod = alphas_cumprod(linear_start, linear_end, num_timesteps)
+        timesteps = uniform_timesteps(steps, num_timesteps)
+        alphas = cumprod[timesteps]
+        alphas_prev = previous(cumprod, timesteps)
+        scales: dict[str, np.ndarray] = {}
+        if use_scale:
+            scale_arr = scale_array(scale_a, scale_b, mid_step, num_timesteps, fix_scale_bug)
+            scales = {"scale_arr": scale_arr, "scale": scale_arr[timesteps],
+                      "scale_prev": previous(scale_arr, timesteps)}
+        schedule = cls(alphas_cumprod=cumprod, timesteps=timesteps, alphas=alphas, alphas_prev=alphas_prev,
+                       sigmas=ddim_sigmas(alphas, alphas_prev, eta), eta=float(eta), **scales)
+        _read_only(schedule.alphas_cumprod, schedule.timesteps, schedule.alphas, schedule.alphas_prev,
+                   schedule.sigmas, schedule.scale_arr, schedule.scale, schedule.scale_prev)
+        return schedule
+
+    @property
+    def num_steps(self) -> int:
+        """How many denoising steps (may exceed the requested count, see ``uniform_timesteps``)."""
+        return len(self.timesteps)
+
+    @property
+    def use_scale(self) -> bool:
+        """Whether the I2V scale schedule applies (``scale`` and ``scale_prev`` are set)."""
+        return self.scale is not None
+
+
+def guided_eps(eps_cond: np.ndarray, eps_uncond: np.ndarray | None, guidance_scale: float) -> np.ndarray:
+    """Classifier-free guidance ``e_uncond + s·(e_cond − e_uncond)``; the conditional eps alone when s is 1."""
+    if guidance_scale == 1.0:
+        return eps_cond
+    if eps_uncond is None:
+        raise ValueError(f"guidance_scale {guidance_scale} needs the unconditional eps, but predict_eps returned None")
+    return eps_uncond + np.float32(guidance_scale) * (eps_cond - eps_uncond)
+
+
+def ddim_step(x: np.ndarray, eps: np.ndarray, schedule: DDIMSchedule, index: int,
+              noise: np.ndarray | None = None) -> np.ndarray:
+    """One ``p_sample_ddim`` update at ``index`` (eps-parameterization), float32 throughout.
+
+    x0 = (x − sqrt(1−a)·e)/sqrt(a) [÷ scale]; x_prev = sqrt(a_prev)[·scale_prev]·x0 + sqrt(1−a_prev−σ²)·e + σ·noise.
+    """
+    f32 = np.float32
+    a_t, a_prev, sigma = f32(schedule.alphas[index]), f32(schedule.alphas_prev[index]), f32(schedule.sigmas[index])
+    sqrt_one_minus_a = np.sqrt(f32(1.0) - a_t)
+    pred_x0 = (x - sqrt_one_minus_a * eps) / np.sqrt(a_t)
+    dir_xt = np.sqrt(f32(1.0) - a_prev - sigma ** 2) * eps
+    if schedule.use_scale:
+        pred_x0 = pred_x0 / f32(schedule.scale[index])
+        x_prev = np.sqrt(a_prev) * f32(schedule.scale_prev[index]) * pred_x0 + dir_xt
+    else:
+        x_prev = np.sqrt(a_prev) * pred_x0 + dir_xt
+    if noise is not None:
+        x_prev = x_prev + sigma * noise
+    return x_prev
+
+
+def ddim_sample(predict_eps: EpsPredictor, x_T: np.ndarray, schedule: DDIMSchedule, *, guidance_scale: float,
+                rng: np.random.Generator | None = None,
+                progress: Callable[[int], None] | None = None) -> np.ndarray:
+    """Denoise ``x_T`` over the schedule, from the last timestep to the first; returns float32 latents.
+
+    ``predict_eps(x, t)`` returns ``(eps_cond, eps_uncond)`` for the integer timestep ``t``
+    (both branches can run as one batch); with ``guidance_scale`` 1 the second element is
+    ignored and may be None. With eta > 0 each step draws ``rng.standard_normal(x.shape,
+    dtype=float32)``. ``progress(done)`` is called after each step with the steps done so far.
+    """
+    if schedule.eta > 0 and rng is None:
+        raise ValueError(f"eta {schedule.eta} > 0 draws noise every step: pass rng=np.random.default_rng(seed)")
+    x = np.asarray(x_T, dtype=np.float32)
+    for done, index in enumerate(reversed(range(schedule.num_steps)), start=1):
+        eps_cond, eps_uncond = predict_eps(x, int(schedule.timesteps[index]))
+        eps = guided_eps(np.asarray(eps_cond, dtype=np.float32),
+                         None if eps_uncond is None else np.asarray(eps_uncond, dtype=np.float32), guidance_scale)
+        noise = rng.standard_normal(x.shape, dtype=np.float32) if schedule.eta > 0 else None
+        x = ddim_step(x, eps, schedule, index, noise)
+        if progress is not None:
+            progress(done)
+    return x

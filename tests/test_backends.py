@@ -1,0 +1,68 @@
+"""The backend layer: the registry, session lifecycle (close, ``with``) and pipelines closing what they open."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from runtime.backends import OrtSession, OwnsSessions, open_session, pipeline_for
+from runtime.backends.base import BACKENDS, backend_class
+from runtime.bundle import Bundle, BundleError, BundleWriter, Component, Manifest, TensorSpec, write_manifest
+
+
+@pytest.fixture
+def bundle(tmp_path) -> Bundle:
+    """One component ``double``: y = 2 x for x of shape (batch 1..4, 3)."""
+    graph = helper.make_graph([helper.make_node("Add", ["x", "x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])])
+    with BundleWriter(tmp_path / "b") as root:
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(root / "double.onnx"))
+        component = Component("double", "double.onnx", (TensorSpec("x", "float32", ("batch", 3)),),
+                              (TensorSpec("y", "float32", ("batch", 3)),),
+                              {"x": {"min": (1, 3), "opt": (2, 3), "max": (4, 3)}})
+        write_manifest(root, Manifest("test", "tiny", {"double": component}, {}, files={"double.onnx": {}}))
+    return Bundle(tmp_path / "b")
+
+
+def test_registry_names_every_backend_and_refuses_others(bundle):
+    assert BACKENDS == ("onnxruntime", "tensorrt", "auto")
+    assert backend_class("onnxruntime") is OrtSession
+    assert backend_class("tensorrt").__name__ == "TensorRTSession"
+    with pytest.raises(BundleError, match="unknown backend 'ov'; expected one of onnxruntime, tensorrt, auto"):
+        open_session(bundle, "double", backend="ov")
+
+
+def test_session_is_a_context_manager_and_refuses_to_run_closed(bundle):
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    with open_session(bundle, "double") as session:
+        np.testing.assert_array_equal(session.run({"x": x})["y"], 2 * x)
+    with pytest.raises(BundleError, match="double: the ONNX Runtime session is closed"):
+        session.run({"x": x})
+
+
+class _Pipeline(OwnsSessions):
+    def __init__(self, bundle):
+        self.first = self._open(bundle, "double", "onnxruntime")
+        self.second = self._open(bundle, "double", "onnxruntime")
+
+
+def _is_closed(session) -> bool:
+    try:
+        session.run({"x": np.zeros((1, 3), np.float32)})
+    except BundleError:
+        return True
+    return False
+
+
+def test_pipeline_for_closes_only_the_pipelines_it_opened(bundle):
+    with pipeline_for(bundle, _Pipeline) as opened:
+        assert not _is_closed(opened.first)
+    assert _is_closed(opened.first) and _is_closed(opened.second)
+    mine = _Pipeline(bundle)
+    with pipeline_for(mine, _Pipeline) as given:
+        assert given is mine
+    assert not _is_closed(mine.first)  # the caller's pipeline stays open
+    mine.close()
+    assert _is_closed(mine.first) and _is_closed(mine.second)

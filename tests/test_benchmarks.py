@@ -1,0 +1,80 @@
+"""The AiT and ImageBind benchmark suites in quick mode on tiny bundles (figures present, finite, positive)."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import benchmarks.__main__ as bench
+from benchmarks.figures import line_plot
+from benchmarks.measure import Row
+from runtime.families import FAMILIES
+
+
+def _finite_positive(value) -> bool:
+    return value is not None and math.isfinite(value) and value > 0
+
+
+def _check_rows(rows: list[Row]) -> None:
+    assert rows
+    for row in rows:
+        assert _finite_positive(row.runtime_ms), row
+        if row.torch_ms is not None:
+            assert _finite_positive(row.torch_ms) and _finite_positive(row.speedup), row
+        if row.gflop is not None:
+            assert _finite_positive(row.gflop) and _finite_positive(row.gflops_per_s), row
+
+
+def test_every_family_has_a_suite():
+    import importlib
+
+    for family in FAMILIES:
+        assert callable(importlib.import_module(f"benchmarks.{family}").bench), family
+
+
+def test_ait_suite_quick(tmp_path):
+    from benchmarks import ait as bench_ait
+
+    bundles = bench.export_tiny("ait", tmp_path)
+    report = bench_ait.bench(bundles, quick=True, repeats=1)
+    _check_rows(report.rows)
+    items = [r.item for r in report.rows]
+    for name in ("image_encoder", "decoder_step", "vqvae_soft_decoder"):
+        assert name in items
+    assert any(i.startswith("estimate_depth") for i in items)
+    assert any("steps: ORT cached vs torch uncached" in i for i in items)
+    (cache,) = report.figures["decoder_cache"]
+    steps = cache["steps"]
+    for key in ("ort_cached_ms", "torch_cached_ms", "torch_uncached_prefix_ms"):
+        assert len(cache["per_step"][key]) == steps and all(_finite_positive(v) for v in cache["per_step"][key])
+        assert _finite_positive(cache["totals_ms"][key])
+    (plot,) = report.plots
+    assert set(plot["series"]) == {"ort cached", "torch cached", "torch uncached"}
+    path = line_plot(tmp_path / plot["file"], plot["title"], plot["x_label"], plot["y_label"], plot["series"])
+    assert path.stat().st_size > 0
+
+
+def test_imagebind_suite_quick(tmp_path):
+    from benchmarks import imagebind as bench_imagebind
+
+    bundles = bench.export_tiny("imagebind", tmp_path)
+    report = bench_imagebind.bench(bundles, quick=True, repeats=1)
+    _check_rows(report.rows)
+    modalities = ("vision", "text", "audio", "depth", "thermal", "imu")
+    found = {(r.curve, r.x) for r in report.rows}
+    assert found == {(m, b) for m in modalities for b in bench_imagebind.BATCHES["quick"]}
+    assert all(r.gflop is not None for r in report.rows)
+    assert len(report.plots) == len(modalities)
+    assert set(report.figures["latency_vs_batch"]) == {f"tiny/{m}" for m in modalities}
+    # the JSON form bench.run writes: ratios and FLOP/s included, all serialisable
+    rows = [bench._row_json(r) for r in report.rows]
+    json.dumps({"rows": rows, "figures": report.figures})
+    assert all(_finite_positive(r["torch_over_runtime"]) and _finite_positive(r["runtime_gflops_per_s"])
+               for r in rows)
+
+
+def test_import_runtime_stays_torch_free():
+    code = "import sys, runtime, benchmarks, benchmarks.ait, benchmarks.imagebind; " \
+           "sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

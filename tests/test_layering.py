@@ -1,0 +1,35 @@
+"""The layering of DESIGN.md: import-linter's contracts (pyproject.toml) hold, and they catch a violation."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.paths import REPO
+
+PACKAGES = ("runtime", "export", "engines", "calibration", "benchmarks")
+
+
+def _lint(root: Path) -> subprocess.CompletedProcess:
+    lint = Path(sys.executable).with_name("lint-imports")
+    return subprocess.run([str(lint), "--config", str(root / "pyproject.toml")], cwd=root, capture_output=True,
+                          text=True, env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
+
+
+def test_contracts_hold():
+    result = _lint(REPO)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 broken" in result.stdout
+
+
+def test_a_lazy_torch_import_in_the_runtime_breaks_the_contract(tmp_path):
+    for package in PACKAGES:
+        shutil.copytree(REPO / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__", "*.gz"))
+    shutil.copy(REPO / "pyproject.toml", tmp_path)
+    (tmp_path / "runtime" / "arrays.py").write_text(
+        "def to_tensor(x):\n    import torch\n\n    return torch.as_tensor(x)\n", encoding="utf-8")
+    result = _lint(tmp_path)
+    assert result.returncode != 0
+    assert "runtime ships to devices" in result.stdout and "BROKEN" in result.stdout
+    assert "runtime.arrays -> torch" in result.stdout
