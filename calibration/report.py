@@ -21,20 +21,8 @@ import numpy as np
 
 from calibration.store import CalibrationData, CalibrationDataError
 from runtime.bundle import Bundle, BundleError
+from runtime.arrays import agreement, psnr
 from runtime.backends import OrtSession
-
-
-def error_figures(reference: np.ndarray, test: np.ndarray) -> dict[str, float]:
-    """Cosine similarity, max/mean absolute error and SNR (dB) of ``test`` against ``reference``."""
-    ref, out = np.asarray(reference, np.float64).ravel(), np.asarray(test, np.float64).ravel()
-    if ref.shape != out.shape:
-        raise ValueError(f"cannot compare outputs of {ref.size} and {out.size} values")
-    diff = out - ref
-    norms = np.linalg.norm(ref) * np.linalg.norm(out)
-    noise = float(np.sum(diff ** 2))
-    return {"cosine": float(ref @ out / norms) if norms else float("nan"),
-            "max_abs": float(np.abs(diff).max()), "mean_abs": float(np.abs(diff).mean()),
-            "snr_db": 10.0 * math.log10(float(np.sum(ref ** 2)) / noise) if noise else float("inf")}
 
 
 def compare_graphs(fp32: OrtSession, int8: OrtSession, records: Iterable[Mapping[str, np.ndarray]]) -> dict:
@@ -46,13 +34,7 @@ def compare_graphs(fp32: OrtSession, int8: OrtSession, records: Iterable[Mapping
         test += [b[k].ravel() for k in sorted(a)]
     if not ref:
         raise CalibrationDataError(f"{fp32.component.name}: no records to compare")
-    return {**error_figures(np.concatenate(ref), np.concatenate(test)), "records": len(ref) // len(a)}
-
-
-def psnr(reference: np.ndarray, test: np.ndarray) -> float:
-    """PSNR in dB of two uint8 images or videos."""
-    mse = float(np.mean((reference.astype(np.float64) - test.astype(np.float64)) ** 2))
-    return 10.0 * math.log10(255.0 ** 2 / mse) if mse else float("inf")
+    return {**agreement(np.concatenate(ref), np.concatenate(test)).as_dict(), "records": len(ref) // len(a)}
 
 
 def video_end_to_end(bundle: Bundle, data: CalibrationData, int8: Mapping[str, OrtSession]) -> dict:

@@ -14,7 +14,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from export.onnx_io import agreement, export_onnx, run_onnx
+from export.onnx_io import export_onnx, run_onnx
+from runtime.arrays import agreement
 from runtime.bundle import Component, TensorSpec
 
 _DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.int64: "int64", torch.int32: "int32"}

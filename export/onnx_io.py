@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import tempfile
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -18,25 +17,6 @@ from runtime.backends.onnxrt import inference_session
 
 OPSET = 17
 EXTERNAL_DATA_THRESHOLD = 2 * 1024**3 - 64 * 1024**2  # protobuf's 2 GiB limit, with headroom
-
-
-@dataclass(frozen=True)
-class Agreement:
-    """How closely two arrays agree."""
-
-    max_abs: float
-    cosine: float
-
-
-def agreement(reference: np.ndarray, found: np.ndarray) -> Agreement:
-    ref = np.asarray(reference, dtype=np.float64).ravel()
-    got = np.asarray(found, dtype=np.float64).ravel()
-    if ref.shape != got.shape:
-        raise ValueError(f"shape mismatch: expected {np.shape(reference)}, found {np.shape(found)}")
-    max_abs = float(np.max(np.abs(ref - got))) if ref.size else 0.0
-    denom = np.linalg.norm(ref) * np.linalg.norm(got)
-    cosine = float(ref @ got / denom) if denom > 0 else float(np.array_equal(ref, got))
-    return Agreement(max_abs=max_abs, cosine=cosine)
 
 
 def export_onnx(

@@ -12,7 +12,8 @@ import torch
 
 from export.checkpoint import load_into, read_checkpoint
 from export.imagebind.model import IMAGEBIND_HUGE, MODALITIES, EncodeGraph, ModalityEncoder, build_encoder
-from export.onnx_io import agreement, export_onnx, run_onnx
+from export.onnx_io import export_onnx, run_onnx
+from runtime.arrays import agreement
 from tests.paths import REFERENCE as REFERENCE_ROOT
 
 REFERENCE = REFERENCE_ROOT / "imagebind"

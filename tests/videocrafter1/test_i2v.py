@@ -14,6 +14,7 @@ from export.videocrafter1.presets import tiny_i2v
 from export.videocrafter1.reference_pipeline import clip_preprocess, generate_video_torch
 from runtime.images import load_rgb
 from runtime.videocrafter1.image_conditioning import clip_pixels, to_video_frame, unconditional_pixels
+from runtime.arrays import psnr
 from tests.paths import ASSETS
 
 SAMPLE = ASSETS / "beach.png"
@@ -26,11 +27,6 @@ def pipeline(tmp_path_factory):
     out = tmp_path_factory.mktemp("bundles") / "videocrafter1-tiny-i2v"
     export_bundle(tiny_i2v(), out, seed=0, log=lambda line: None)
     return runtime.VideoPipeline(out)
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
 @settings(max_examples=12, deadline=None, phases=[Phase.explicit, Phase.generate])

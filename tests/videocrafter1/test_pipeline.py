@@ -13,6 +13,7 @@ from export.videocrafter1.presets import tiny_t2v
 from export.videocrafter1.reference_pipeline import generate_video_torch
 from runtime.bundle import BundleError
 from runtime.video_io import read_video
+from runtime.arrays import psnr
 
 PROMPT = "a corgi running on the beach"
 
@@ -28,11 +29,6 @@ def tiny(tmp_path_factory):
 @pytest.fixture(scope="module")
 def pipeline(tiny):
     return runtime.VideoPipeline(tiny[0])
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
 def test_export_prints_ort_check_per_graph(tiny):

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from export.checkpoint import load_into, read_checkpoint
-from export.onnx_io import agreement, export_onnx, run_onnx
+from export.onnx_io import export_onnx, run_onnx
+from runtime.arrays import agreement
 from export.videocrafter1.unet import UNetModel
 
 GOLDEN_CASES = ["unet3d_t2v", "unet3d_i2v"]
