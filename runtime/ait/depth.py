@@ -94,8 +94,8 @@ class DepthPipeline(OwnsSessions):
         self.soft_decoder = self._open(self.bundle, "vqvae_soft_decoder", backend)
         self.index_decoder = self._open(self.bundle, "vqvae_index_decoder", backend)
         tables = c["tables"]
-        self.start_embedding = np.load(self.bundle.file(tables["start_embedding"]), allow_pickle=False)
-        self.code_embeddings = np.load(self.bundle.file(tables["depth_code_embeddings"]), allow_pickle=False)
+        self.start_embedding = self.bundle.array(tables["start_embedding"])
+        self.code_embeddings = self.bundle.array(tables["depth_code_embeddings"])
         self.depth_slice = tuple(int(v) for v in c["vocabulary"]["depth_slice"])
 
     def pixels(self, image: Any, height: int, width: int) -> np.ndarray:

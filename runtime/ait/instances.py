@@ -177,8 +177,8 @@ class InstancePipeline(OwnsSessions):
         self.decoder_step = self._open(self.bundle, "decoder_step", backend)
         self.mask_decoder = self._open(self.bundle, "mask_soft_decoder", backend)
         tables = c["tables"]
-        self.start_embedding = np.load(self.bundle.file(tables["start_embedding"]), allow_pickle=False)
-        self.vocabulary = np.load(self.bundle.file(tables["vocabulary_embeddings"]), allow_pickle=False)
+        self.start_embedding = self.bundle.array(tables["start_embedding"])
+        self.vocabulary = self.bundle.array(tables["vocabulary_embeddings"])
         v = c["vocabulary"]
         self.layout = TokenLayout(tuple(v["box_slice"]), tuple(v["class_slice"]), int(v["noise_label"]),
                                   tuple(v["mask_slice"]), int(c["mask_tokens"]))
