@@ -14,6 +14,7 @@ grow by one position per step, cross keys/values have S = h*w of the memory.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 from torch import nn
@@ -140,7 +141,7 @@ class ARTransformer(nn.Module):
                  soft_transformer: bool = False):
         super().__init__()
         self.nhead, self.d_model, self.top_p = nhead, d_model, top_p
-        self.soft_vae, self.soft_transformer = soft_vae, soft_transformer
+        self.soft_vae, self.soft_transformer, self.pred_eos = soft_vae, soft_transformer, pred_eos
         self.class_offset = num_bins + 1
         self.special_offset = self.class_offset + num_classes
         self.noise_label = self.special_offset + 1
@@ -263,16 +264,71 @@ class ARTransformer(nn.Module):
             x = self.next_depth_input(depth_logits, tokens, soft)
         return torch.stack(all_logits, dim=1), torch.stack(all_tokens, dim=1)
 
+    # ---- the official instance-segmentation loop (reference for the runtime) -----------
+    def object_slice(self, position: int) -> tuple[int, int]:
+        """Vocabulary slice of an object's ``position``: 4 box bins, the class, then the mask codes."""
+        if position < 4:
+            return 0, self.class_offset
+        if position == 4:
+            return self.class_offset, self.special_offset
+        return self.mask_offset, self.depth_offset
+
+    @torch.no_grad()
+    def forward_insseg(self, src: torch.Tensor, num_query: int, mask_tokens: int,
+                       choose: Callable[[torch.Tensor], torch.Tensor] | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Official task-1 inference (``pred_eos`` false, label after the box): ``num_query`` objects of
+        4 box bins, a class and ``mask_tokens`` mask codes.
+
+        ``choose(slice_logits) -> tokens`` picks each token (default: :func:`nucleus_choice` at ``top_p``).
+        Returns tokens (B, num_query * (5 + mask_tokens)) within their slices, class scores (B, num_query)
+        from the softmax over the classes and the noise label, and mask-slice logits (B, num_query,
+        mask_tokens, K). Mask steps feed back the soft token when ``soft_transformer``.
+        """
+        if self.pred_eos:
+            raise ValueError("pred_eos true (sequences that end at a sampled EOS) is not implemented; "
+                             "the released insseg configs set pred_eos false")
+        choose = choose or (lambda logits: nucleus_choice(logits, self.top_p))
+        cross_k, cross_v = self.cross_kv(self.encode(src))
+        b, object_length = src.shape[0], 5 + mask_tokens
+        self_k, self_v = self.empty_cache(b)
+        x = self.det_embed[INSSEG_TASK].expand(b, -1, -1)
+        tokens, scores, mask_logits = [], [], []
+        for step in range(num_query * object_length):
+            logits, self_k, self_v = self.decode_step(
+                x, torch.tensor([step]), self_k, self_v, cross_k, cross_v, INSSEG_TASK)
+            position = step % object_length
+            lo, hi = self.object_slice(position)
+            current = logits[:, lo:hi]
+            token = choose(current)
+            if position == 4:
+                with_noise = torch.cat([current, logits[:, self.noise_label:self.noise_label + 1]], dim=1)
+                scores.append(with_noise.softmax(dim=-1).gather(1, token[:, None])[:, 0])
+            if position >= 5:
+                mask_logits.append(current)
+            if position >= 5 and self.soft_transformer:
+                x = (current.softmax(dim=-1) @ self.voc_embed[lo:hi]).unsqueeze(1)
+            else:
+                x = self.voc_embed[token + lo].unsqueeze(1)
+            tokens.append(token)
+        return (torch.stack(tokens, dim=1), torch.stack(scores, dim=1),
+                torch.stack(mask_logits, dim=1).reshape(b, num_query, mask_tokens, -1))
+
+
+def nucleus_probs(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Official top-p rule: softmax over the smallest head whose softmax mass passes top_p (always the top token)."""
+    sorted_logits, sorted_idx = torch.sort(logits, dim=-1, descending=True)
+    remove = torch.cumsum(sorted_logits.softmax(dim=-1), dim=-1) > top_p
+    remove = torch.cat([torch.zeros_like(remove[..., :1]), remove[..., :-1]], dim=-1)
+    filtered = logits.scatter(-1, sorted_idx, sorted_logits.masked_fill(remove, float("-inf")))
+    return filtered.softmax(dim=-1)
+
 
 def nucleus_choice(logits: torch.Tensor, top_p: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Official top-p rule: keep the smallest head whose softmax mass passes top_p (always the top token).
+    """A token drawn from :func:`nucleus_probs` (``torch.multinomial``, as officially).
 
     With top_p <= 0 only the top token survives, so the choice is the argmax (no sampling).
     """
     if top_p <= 0:
         return logits.argmax(dim=-1)
-    sorted_logits, sorted_idx = torch.sort(logits, dim=-1, descending=True)
-    remove = torch.cumsum(sorted_logits.softmax(dim=-1), dim=-1) > top_p
-    remove = torch.cat([torch.zeros_like(remove[..., :1]), remove[..., :-1]], dim=-1)
-    filtered = logits.scatter(-1, sorted_idx, sorted_logits.masked_fill(remove, float("-inf")))
-    return torch.multinomial(filtered.softmax(dim=-1), 1, generator=generator).squeeze(-1)
+    return torch.multinomial(nucleus_probs(logits, top_p), 1, generator=generator).squeeze(-1)

@@ -11,6 +11,14 @@ import torch
 from torch import nn
 
 NORM_MAX_VALUE = 1.0  # the official ``max_value`` used by norm/denorm
+# Keys of an official ``vae_cfg`` that are not the network's: the registry name and the switches that load and
+# freeze its own weight file (here weights come from the checkpoint loader, and inference never trains).
+BUILD_ARGS = ("type", "pretrained", "freeze")
+
+
+def model_args(vae_cfg: dict) -> dict:
+    """An official VQVAE config (``vae_cfg``) -> the arguments of :class:`VQVAE`."""
+    return {k: v for k, v in vae_cfg.items() if k not in BUILD_ARGS}
 
 
 class ResBlock(nn.Module):
