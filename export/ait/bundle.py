@@ -178,6 +178,9 @@ def pipeline_constants(config: DepthConfig, transformer: ARTransformer) -> dict:
 
 def instance_pipeline_constants(config: InstanceConfig, transformer: ARTransformer) -> dict:
     t = transformer
+    if not t.soft_vae:
+        raise ValueError(f"{config.name}: soft_vae false decodes the sampled mask codes, but an insseg bundle "
+                         f"exports only the soft mask decoder; set soft_vae true (the released setting)")
     return {
         "task": "insseg",
         "task_id": INSSEG_TASK,

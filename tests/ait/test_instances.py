@@ -2,14 +2,20 @@
 output form, input/bundle errors."""
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
-from export.ait.ar_transformer import INSSEG_TASK
+from export.ait.ar_transformer import INSSEG_TASK, nucleus_probs
 from export.ait.bundle import build_modules, export_bundle
+from export.ait.insseg_head import paste_values
 from export.ait.presets import InstanceConfig, swinv2b_640reso_inssegonly, tiny_depth, tiny_insseg
+from export.ait.verify_cases import insseg_modules, insseg_torch
+from export.ait.vqvae import VQVAE
+from export.golden import Case
+from export.verify import handlers, verify_case
 from runtime import BundleError, InstancePipeline, segment_instances
 from runtime.ait.instances import paste_mask
 
@@ -24,84 +30,34 @@ def tiny(tmp_path_factory):
     return config, build_modules(config, None, seed=0), InstancePipeline(root)
 
 
-@torch.no_grad()
-def official_loop(modules, pixels: np.ndarray, config: InstanceConfig, seed: int):
-    """``ARTransformer.forward`` task 1 (pred_eos false), written after ait/code/model/transformer.py; the
-    ``torch.multinomial`` draw is replaced by the inverse CDF at the runtime's uniforms."""
+def official_loop(modules, pixels: np.ndarray, config: InstanceConfig, seed: int, top_p: float):
+    """``ARTransformer.forward_insseg`` (the official task-1 loop, checked against the golden case) with the
+    ``torch.multinomial`` draw replaced by the inverse CDF at the runtime's uniforms."""
     t = modules["transformer"]
-    cross_k, cross_v = t.cross_kv(t.encode(modules["backbone"](torch.from_numpy(pixels))[-1]))
-    b = pixels.shape[0]
-    self_k, self_v = t.empty_cache(b)
-    input_embed = t.det_embed[[INSSEG_TASK]].expand(b, -1, -1)
     rng = np.random.default_rng(seed)
-    obj_len = 5 + config.mask_tokens
-    tokens, scores, mask_logits = [], [], []
-    for i in range(1, config.num_query * obj_len + 1):
-        logits, self_k, self_v = t.decode_step(input_embed, torch.tensor([i - 1]), self_k, self_v, cross_k, cross_v,
-                                               INSSEG_TASK)
-        is_mask = False
-        if (i - 1) % obj_len == 4:
-            offset, offset_end = t.class_offset, t.special_offset
-            current_logits = logits[:, offset:offset_end]
-            current_scores = torch.cat([current_logits, logits[:, [t.noise_label]]], dim=1).softmax(dim=-1)[:, :-1]
-        elif (i - 1) % obj_len < 4:
-            offset, offset_end = 0, t.class_offset
-            current_logits = logits[:, offset:offset_end]
-        else:
-            is_mask = True
-            offset, offset_end = t.mask_offset, t.depth_offset
-            current_logits = logits[:, offset:offset_end]
-            tmp_current_logits = current_logits.clone()
-            mask_logits.append(tmp_current_logits)
-        current_logits = current_logits.clone()
-        sorted_logits, sorted_idx = torch.sort(current_logits, descending=True)
-        sorted_idx_to_remove = torch.cumsum(F.softmax(sorted_logits, dim=-1), dim=-1) > t.top_p
-        sorted_idx_to_remove[..., 1:] = sorted_idx_to_remove[..., :-1].clone()
-        sorted_idx_to_remove[..., 0] = 0
-        for row in range(b):
-            current_logits[row][sorted_idx[row][sorted_idx_to_remove[row]]] = -float("inf")
-        cdf = torch.cumsum(F.softmax(current_logits, dim=-1), dim=-1)
-        u = torch.from_numpy(rng.random(b)).float()
-        pred = torch.clamp((cdf <= (u * cdf[:, -1])[:, None]).sum(-1), max=cdf.shape[-1] - 1)[:, None]
-        if (i - 1) % obj_len == 4:
-            scores.append(torch.gather(current_scores, 1, pred))
-        if t.soft_transformer and is_mask:
-            input_embed = (tmp_current_logits.softmax(dim=1) @ t.voc_embed[offset:offset_end]).unsqueeze(1)
-        else:
-            input_embed = t.voc_embed[pred + offset]
-        tokens.append(pred)
-    return torch.cat(tokens, 1).numpy(), torch.cat(scores, 1).numpy(), torch.stack(mask_logits, 1).numpy()
 
+    def choose(logits: torch.Tensor) -> torch.Tensor:
+        cdf = torch.cumsum(nucleus_probs(logits, top_p), dim=-1)
+        u = torch.from_numpy(rng.random(len(logits))).float()
+        return torch.clamp((cdf <= (u * cdf[:, -1])[:, None]).sum(-1), max=cdf.shape[-1] - 1)
 
-def official_paste(mask: np.ndarray, box: np.ndarray, h: int, w: int) -> np.ndarray:
-    """``_do_paste_mask`` (skip_empty, one box) + ``>= 0.5``, from detection/insseg_head.py."""
-    boxes = torch.from_numpy(box[None].astype(np.float32))
-    x0_int, y0_int = torch.clamp(boxes.min(dim=0).values.floor()[:2] - 1, min=0).to(dtype=torch.int32)
-    x1_int = torch.clamp(boxes[:, 2].max().ceil() + 1, max=w).to(dtype=torch.int32)
-    y1_int = torch.clamp(boxes[:, 3].max().ceil() + 1, max=h).to(dtype=torch.int32)
-    x0, y0, x1, y1 = torch.split(boxes, 1, dim=1)
-    img_y = (torch.arange(y0_int, y1_int).float() + 0.5 - y0) / (y1 - y0) * 2 - 1
-    img_x = (torch.arange(x0_int, x1_int).float() + 0.5 - x0) / (x1 - x0) * 2 - 1
-    img_x[torch.isinf(img_x)] = 0
-    img_y[torch.isinf(img_y)] = 0
-    grid = torch.stack([img_x[:, None, :].expand(1, img_y.size(1), img_x.size(1)),
-                        img_y[:, :, None].expand(1, img_y.size(1), img_x.size(1))], dim=3)
-    pasted = F.grid_sample(torch.from_numpy(mask)[None, None].float(), grid, align_corners=False)[0, 0]
-    out = np.zeros((h, w), bool)
-    out[y0_int:y1_int, x0_int:x1_int] = (pasted >= 0.5).numpy()
-    return out
+    with torch.no_grad():
+        features = modules["backbone"](torch.from_numpy(pixels))[-1]
+    return (a.numpy() for a in t.forward_insseg(features, config.num_query, config.mask_tokens, choose))
 
 
 def test_released_config_and_manifest(tiny):
     released = swinv2b_640reso_inssegonly()
     assert released.transformer["num_vocal"] == 2467 and released.transformer["top_p"] == 0.3
     assert released.token_length == 2100 == released.transformer["dec_length"]
+    with torch.device("meta"):
+        assert VQVAE(**released.vqvae).tau == 1.0  # the instance vae_cfg sets no tau (the depth one: 0.8)
     config, modules, pipeline = tiny
     t, c = modules["transformer"], pipeline.constants
     assert c["task"] == "insseg" and c["task_id"] == INSSEG_TASK and c["num_query"] == config.num_query
     assert c["vocabulary"]["mask_slice"] == [t.mask_offset, t.mask_offset + config.vqvae["num_embeddings"]]
-    np.testing.assert_array_equal(pipeline.vocabulary, t.voc_embed.detach())
-    np.testing.assert_array_equal(pipeline.start_embedding, t.det_embed[INSSEG_TASK].detach())
+    np.testing.assert_array_equal(pipeline.head.vocabulary, t.voc_embed.detach())
+    np.testing.assert_array_equal(pipeline.head.start_embedding, t.det_embed[INSSEG_TASK].detach())
     assert set(pipeline.bundle.manifest.files) >= {"start_embedding.npy", "vocabulary_embeddings.npy"}
 
 
@@ -110,7 +66,7 @@ def test_runtime_loop_matches_official_torch_loop(tiny, seed):
     config, modules, pipeline = tiny
     pixels = np.concatenate([pipeline.pixels(IMAGE)[0], pipeline.pixels(IMAGE[::-1].copy())[0]])
     tokens, scores, mask_logits = pipeline.tokens(pixels, seed=seed)
-    ref_tokens, ref_scores, ref_mask_logits = official_loop(modules, pixels, config, seed)
+    ref_tokens, ref_scores, ref_mask_logits = official_loop(modules, pixels, config, seed, config.transformer["top_p"])
     np.testing.assert_array_equal(tokens, ref_tokens)
     np.testing.assert_allclose(scores, ref_scores, atol=1e-5)
     np.testing.assert_allclose(mask_logits.reshape(ref_mask_logits.shape), ref_mask_logits, atol=1e-4, rtol=1e-4)
@@ -129,12 +85,14 @@ def test_mask_decoder_graph_matches_vqvae(tiny):
     np.testing.assert_allclose(masks, ref, atol=1e-5)
 
 
-@pytest.mark.parametrize("box", [[10.3, 5.7, 40.2, 30.9], [-6.0, 20.5, 30.0, 75.0], [50.0, 50.0, 50.0, 60.0]])
+@pytest.mark.parametrize("box", [[10.3, 5.7, 40.2, 30.9], [-6.0, 20.5, 30.0, 75.0], [50.0, 50.0, 50.0, 60.0],
+                                 [20.5, 10.0, 20.5, 40.0]])  # the last: zero width at a pixel centre (0/0)
 def test_paste_mask_matches_official_and_stays_in_box(box):
     mask = np.random.default_rng(1).random((64, 64)).astype(np.float32)
     box = np.array(box, np.float32)
     pasted = paste_mask(mask, box, 61, 83)
-    np.testing.assert_array_equal(pasted, official_paste(mask, box, 61, 83))
+    official = paste_values(torch.from_numpy(mask), torch.from_numpy(box), 61, 83).numpy()
+    np.testing.assert_array_equal(pasted, official >= 0.5)
     ys, xs = np.nonzero(pasted)
     if len(ys):
         assert xs.min() >= np.floor(box[0]) - 1 and xs.max() < np.ceil(box[2]) + 1
@@ -170,3 +128,59 @@ def test_bad_inputs_and_bundle_say_what_was_expected(tiny, tmp_path):
     depth = export_bundle(tiny_depth(), tmp_path / "depth", seed=0, log=lambda _: None)
     with pytest.raises(BundleError, match="needs an AiT insseg bundle"):
         InstancePipeline(depth)
+
+
+def test_top_p_zero_is_deterministic_and_the_top_token(tiny):
+    config, modules, pipeline = tiny
+    pixels = pipeline.pixels(IMAGE)[0]
+    tokens, scores, mask_logits = pipeline.tokens(pixels, seed=0, top_p=0)
+    ref_tokens, ref_scores, ref_mask_logits = official_loop(modules, pixels, config, 0, 0.0)
+    np.testing.assert_array_equal(tokens, ref_tokens)
+    np.testing.assert_allclose(scores, ref_scores, atol=1e-5)
+    np.testing.assert_allclose(mask_logits, ref_mask_logits, atol=1e-4, rtol=1e-4)
+    np.testing.assert_array_equal(pipeline.tokens(pixels, seed=5, top_p=0)[0], tokens)
+    assert (pipeline.tokens(pixels, seed=0)[0] != tokens).any()  # the bundle's 0.3 samples
+    first, second = (segment_instances(IMAGE, bundle=pipeline, seed=s, top_p=0.0, progress=False) for s in (0, 5))
+    np.testing.assert_array_equal(first.masks, second.masks)
+    np.testing.assert_array_equal(first.boxes, second.boxes)
+
+
+@pytest.mark.parametrize("top_p", [-0.1, 1.5, float("nan"), "0.3", True])
+def test_bad_top_p_says_what_was_expected(tiny, top_p):
+    with pytest.raises(ValueError, match=r"top_p must be a number in \[0, 1\]"):
+        segment_instances(IMAGE, bundle=tiny[2], top_p=top_p, progress=False)
+
+
+def test_insseg_golden_case_passes_every_row(reference):
+    rows = verify_case(reference / "ait" / "golden" / "insseg", handlers())
+    assert [r.path for r in rows] == ["torch", "onnx"]
+    for row in rows:
+        assert row.passed, row
+        assert "tokens 42/42 exact" in row.detail and "labels 2/2 exact" in row.detail, row.detail
+
+
+def _perturbed_insseg_case(reference, tmp_path, pixel: tuple[int, int, int]):
+    """A copy of the golden insseg case with one mask pixel flipped."""
+    case = tmp_path / "insseg_perturbed"
+    shutil.copytree(reference / "ait" / "golden" / "insseg", case)
+    case.chmod(0o755)
+    with np.load(case / "io.npz") as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays["masks"][pixel] = ~arrays["masks"][pixel]
+    (case / "io.npz").chmod(0o644)
+    np.savez(case / "io.npz", **arrays)
+    return case
+
+
+def test_insseg_mask_pixels_may_differ_only_on_the_threshold(reference, tmp_path):
+    golden = Case.load(reference / "ait" / "golden" / "insseg")
+    distance = np.abs(insseg_torch(golden, *insseg_modules(golden))["mask_values"] - 0.5)
+    tie = np.unravel_index(distance.argmin(), distance.shape)  # 1.2e-6 from 0.5 in this case
+    inside = np.unravel_index(distance.argmax(), distance.shape)  # deep inside or outside a mask
+    assert distance[tie] <= golden.atol < distance[inside]
+    rows = verify_case(_perturbed_insseg_case(reference, tmp_path / "tie", tie), handlers())
+    assert [r.passed for r in rows] == [True, True]
+    assert all("masks 1 of 153600 pixels differ (1 within atol" in r.detail for r in rows)
+    rows = verify_case(_perturbed_insseg_case(reference, tmp_path / "wrong", inside), handlers())
+    assert [r.passed for r in rows] == [False, False]
+    assert all("masks 1 of 153600 pixels differ (0 within atol" in r.detail for r in rows)
