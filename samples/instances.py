@@ -1,6 +1,7 @@
 """Instance segmentation with an exported AiT insseg bundle: writes outputs/instances.png (mask overlay + boxes).
 
     python samples/instances.py [--bundle bundles/ait-tiny-insseg] [--image samples/assets/beach.png] [--seed 0]
+                                [--top-p 0]
 
 The official inference keeps every one of its ``num_query`` objects; like mmdet's ``show_result``,
 the overlay draws only those scoring at least ``--score-thr``.
@@ -18,12 +19,14 @@ parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.R
 parser.add_argument("--bundle", default="bundles/ait-tiny-insseg")
 parser.add_argument("--image", default="samples/assets/beach.png", help="a png/jpg path (any size)")
 parser.add_argument("--seed", type=int, default=0, help="top-p sampling seed")
+parser.add_argument("--top-p", type=float, default=None,
+                    help="nucleus mass in [0, 1] (default: the bundle's, released 0.3; 0: deterministic)")
 parser.add_argument("--score-thr", type=float, default=0.3)
 parser.add_argument("--output", default="outputs/instances.png")
 args = parser.parse_args()
 
 rgb = load_rgb(args.image)
-result = runtime.segment_instances(rgb, bundle=args.bundle, seed=args.seed)
+result = runtime.segment_instances(rgb, bundle=args.bundle, seed=args.seed, top_p=args.top_p)
 keep = np.nonzero(result.scores >= args.score_thr)[0]
 canvas = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR).astype(np.float32)
 colours = np.random.default_rng(0).integers(64, 256, (len(keep), 3))
