@@ -182,10 +182,10 @@ def _image_geometry(case: Case) -> tuple[list[float], tuple[int, int]]:
 
 def insseg_torch(case: Case, transformer: ARTransformer, vqvae: VQVAE) -> dict[str, np.ndarray]:
     """The case's outputs (and ``mask_values``) from our torch modules and the torch mask paste."""
-    c = case.config
+    config = _instance_config(case, transformer)
     scale, size = _image_geometry(case)
-    return segment_features(transformer, vqvae, torch.from_numpy(case.io["feats"]), num_query=c["num_query"],
-                            norm_val=c["norm_val"], num_bins=c["num_bins"], scale_factor=scale, size=size)
+    return segment_features(transformer, vqvae, torch.from_numpy(case.io["feats"]), num_query=config.num_query,
+                            norm_val=config.norm_val, num_bins=case.config["num_bins"], scale_factor=scale, size=size)
 
 
 def insseg_runtime(case: Case, transformer: ARTransformer, vqvae: VQVAE) -> tuple[dict[str, np.ndarray], np.ndarray]:
