@@ -3,13 +3,14 @@ output form, input/bundle errors."""
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
-from export.ait.ar_transformer import INSSEG_TASK, nucleus_probs
-from export.ait.bundle import build_modules, export_bundle
+from export.ait.ar_transformer import INSSEG_TASK, ARTransformer, nucleus_probs
+from export.ait.bundle import build_modules, export_bundle, instance_pipeline_constants
 from export.ait.insseg_head import paste_values
 from export.ait.presets import InstanceConfig, swinv2b_640reso_inssegonly, tiny_depth, tiny_insseg
 from export.ait.verify_cases import insseg_modules, insseg_torch
@@ -184,3 +185,18 @@ def test_insseg_mask_pixels_may_differ_only_on_the_threshold(reference, tmp_path
     rows = verify_case(_perturbed_insseg_case(reference, tmp_path / "wrong", inside), handlers())
     assert [r.passed for r in rows] == [False, False]
     assert all("masks 1 of 153600 pixels differ (0 within atol" in r.detail for r in rows)
+
+
+@pytest.mark.parametrize("key, value, message", [("coord_norm", "rel", "coord_norm must be 'abs'"),
+                                                 ("num_bins", 1000, "must equal the transformer's")])
+def test_insseg_case_settings_we_do_not_run_say_so(reference, key, value, message):
+    golden = Case.load(reference / "ait" / "golden" / "insseg")
+    with pytest.raises(ValueError, match=message):
+        handlers()["ait.insseg"](replace(golden, config={**golden.config, key: value}))
+
+
+def test_insseg_bundle_refuses_hard_mask_decoding():
+    config = tiny_insseg()
+    config.transformer["soft_vae"] = False
+    with pytest.raises(ValueError, match="soft_vae false decodes the sampled mask codes"):
+        instance_pipeline_constants(config, ARTransformer(**config.transformer))
