@@ -1,4 +1,4 @@
-"""``python -m engines {build,trtexec,register,lint} BUNDLE ...``"""
+"""``python -m engines {build,trtexec,register,lint,triton} BUNDLE ...`` and ``python -m engines serve REPO``"""
 from __future__ import annotations
 
 import argparse
@@ -8,6 +8,7 @@ from pathlib import Path
 from engines.precision import KEEP_FP32_MODES
 from engines.profiles import PRECISIONS
 from engines.trtexec import TARGETS
+from engines.triton_repo import PLATFORMS
 from runtime.bundle import Bundle, BundleError
 from runtime.backends.trt import LocalTarget, local_target
 
@@ -42,6 +43,23 @@ def _parser() -> argparse.ArgumentParser:
     register.add_argument("--tensorrt-version", help="default: the local TensorRT's")
     register.add_argument("--gpu", help="GPU name (default: the local GPU's)")
     register.add_argument("--compute-capability", help="e.g. 8.7 for Orin (default: the local GPU's)")
+
+    triton = commands.add_parser("triton", help="write the bundle's models into a Triton model repository")
+    triton.add_argument("bundle", type=Path)
+    triton.add_argument("--out", type=Path, required=True, metavar="MODEL_REPO")
+    triton.add_argument("--platform", choices=PLATFORMS, default="onnxruntime",
+                        help="onnxruntime: the graphs; tensorrt: the bundle's plans; python: the graphs run by "
+                             "ONNX Runtime in Python-backend models (default: onnxruntime)")
+    triton.add_argument("--precision", choices=PRECISIONS, default="fp16", help="the plans of --platform tensorrt")
+    triton.add_argument("--instances", type=int, default=1, help="model instances per device (default 1)")
+    triton.add_argument("--max-queue-delay-us", type=int, default=100,
+                        help="how long the dynamic batcher waits to fill a batch (default 100)")
+
+    serve = commands.add_parser("serve", help="run the tritonserver binary of nvidia-pytriton on a repository")
+    serve.add_argument("repository", type=Path)
+    serve.add_argument("--python", type=Path, default=Path(".venv-triton/bin/python"),
+                       help="the Python environment with nvidia-pytriton (default: .venv-triton/bin/python)")
+    serve.add_argument("--address", default="127.0.0.1", help="listen address (default 127.0.0.1)")
 
     lint = commands.add_parser("lint", help="check every graph against TensorRT's ONNX parser support")
     lint.add_argument("bundle", type=Path)
@@ -82,6 +100,16 @@ def main(argv: list[str] | None = None) -> int:
             for record in register(args.bundle, args.plans, _register_target(args), built_with="trtexec"):
                 print(f"registered {record['file']}: {record['precision']}, TensorRT {record['tensorrt']}, "
                       f"{record['gpu']} (sm {record['compute_capability']})")
+        elif args.command == "triton":
+            from engines.triton_repo import write_repository
+
+            names = write_repository(args.bundle, args.out, platform=args.platform, instances=args.instances,
+                                     max_queue_delay_us=args.max_queue_delay_us, precision=args.precision)
+            print(f"wrote {len(names)} models into {args.out}")
+        elif args.command == "serve":
+            from engines.triton_server import serve_forever
+
+            serve_forever(args.repository, args.python, address=args.address)
         else:
             from engines.lint import lint_bundle
 

@@ -172,8 +172,11 @@ class Manifest:
 class Bundle:
     """An opened bundle folder. File sizes are checked on open, sha256 on first use."""
 
-    def __init__(self, root: str | Path, *, verify_hashes: bool = False):
+    def __init__(self, root: str | Path, *, verify_hashes: bool = False, graphs: bool = True):
+        """``graphs=False``: the components run elsewhere (a Triton server, see ``runtime.backends.triton``); only
+        the bundle's other files (tokenizer, tables) must be here, and ``component_path`` refuses."""
         self.root = Path(root)
+        self.graphs = graphs
         manifest_path = self.root / MANIFEST
         if not manifest_path.is_file():
             raise BundleError(
@@ -186,10 +189,11 @@ class Bundle:
             raise BundleError(f"{manifest_path} is not valid JSON: {exc}") from exc
         self.manifest = Manifest.from_json(data)
         self._hashed: set[str] = set()
-        for rel in self.manifest.files:
+        here = [rel for rel in self.manifest.files if graphs or rel not in self.graph_files()]
+        for rel in here:
             self._check_size(rel)
         if verify_hashes:
-            for rel in self.manifest.files:
+            for rel in here:
                 self.verify(rel)
 
     @property
@@ -205,6 +209,14 @@ class Bundle:
                 f"bundle {self.root} ({self.manifest.family} {self.manifest.variant}) has no component "
                 f"'{name}'; it has: {have}"
             ) from None
+
+    def graph_files(self) -> set[str]:
+        """The files the backends load (graphs, their external data, engines, INT8 graphs), not the pipeline's."""
+        files = set()
+        for component in self.manifest.components.values():
+            files |= {component.file, *component.extra_files, *(str(e.get("file")) for e in component.engines)}
+            files |= {v for v in component.int8.values() if isinstance(v, str) and v in self.manifest.files}
+        return files
 
     def _entry(self, rel: str) -> Mapping[str, Any]:
         entry = self.manifest.files.get(rel)
@@ -241,6 +253,9 @@ class Bundle:
     def component_path(self, name: str) -> Path:
         """The verified graph file of a component (its external data files verified too)."""
         component = self.component(name)
+        if not self.graphs:
+            raise BundleError(f"{self.root} was opened without its graphs (graphs=False): '{name}' runs on a server "
+                              "here; open the full bundle to run it locally")
         for rel in component.extra_files:
             self.verify(rel)
         return self.verify(component.file)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterator, Mapping, Protocol
 
 import numpy as np
@@ -95,9 +96,24 @@ class BaseSession:
 _REGISTRY = {
     "onnxruntime": "runtime.backends.onnxrt:OrtSession",
     "tensorrt": "runtime.backends.trt:TensorRTSession",
+    "triton": "runtime.backends.triton:TritonSession",
+    "triton-bls": "runtime.backends.triton:BlsSession",
 }
 AUTO_ORDER = ("tensorrt", "onnxruntime")  # ``auto`` takes the first usable one
 BACKENDS = (*_REGISTRY, "auto")
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A backend name with its options, accepted wherever a pipeline takes ``backend=``; e.g.
+    ``Backend("triton", url="grpc://host:8001")`` or ``Backend("onnxruntime", threads=2)``."""
+
+    name: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __init__(self, name: str, **options: Any):
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "options", dict(options))
 
 
 def backend_class(backend: str) -> type[BaseSession]:
@@ -107,14 +123,16 @@ def backend_class(backend: str) -> type[BaseSession]:
     return getattr(importlib.import_module(module), attr)
 
 
-def open_session(bundle: Bundle, name: str, *, backend: str = "onnxruntime", **options) -> BaseSession:
-    """Open one component with the named backend.
+def open_session(bundle: Bundle, name: str, *, backend: str | Backend = "onnxruntime", **options) -> BaseSession:
+    """Open one component with the named backend (a name, or a :class:`Backend` that carries its options).
 
     ``auto`` picks the first backend of :data:`AUTO_ORDER` usable here: TensorRT when
     ``tensorrt`` imports and the bundle has an engine of this component for the local
     GPU and TensorRT version, else ONNX Runtime; options meant for another backend
     (``precision`` for TensorRT, ``providers`` and ``threads`` for ONNX Runtime) are dropped.
     """
+    if isinstance(backend, Backend):
+        backend, options = backend.name, {**backend.options, **options}
     if backend == "auto":
         for candidate in AUTO_ORDER:
             cls = backend_class(candidate)
@@ -126,7 +144,7 @@ def open_session(bundle: Bundle, name: str, *, backend: str = "onnxruntime", **o
 class OwnsSessions:
     """Mixin for a pipeline: the sessions it opens with ``_open`` are closed by ``close()`` and by ``with``."""
 
-    def _open(self, bundle: Bundle, name: str, backend: str) -> BaseSession:
+    def _open(self, bundle: Bundle, name: str, backend: str | Backend) -> BaseSession:
         session = open_session(bundle, name, backend=backend)
         self.__dict__.setdefault("_owned_sessions", []).append(session)
         return session
