@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install -q -c constraints/ci.txt
+# The Triton server's own environment: nvidia-pytriton (the tritonserver binary) pins numpy<2.
+TRITON_VENV := .venv-triton
 
 .PHONY: demo test bench clean
 
@@ -19,11 +21,19 @@ $(VENV)/.dev: $(VENV)/.export
 	$(PIP) --no-deps open-clip-torch
 	touch $@
 
+# The server's Python-backend models run ONNX Runtime and the runtime's pipelines (on PYTHONPATH) in it.
+$(TRITON_VENV)/.server: constraints/triton-server.txt
+	$(PYTHON) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/python -m pip install -q -c constraints/triton-server.txt nvidia-pytriton numpy \
+		onnxruntime opencv-python-headless ftfy regex
+	touch $@
+
 demo: $(VENV)/.export
 	$(BIN)/python -m export all
 	$(BIN)/python samples/text_to_video.py
 
-test: $(VENV)/.dev
+# the triton-marked tests start a tritonserver from $(TRITON_VENV)
+test: $(VENV)/.dev $(TRITON_VENV)/.server
 	$(BIN)/python -m pytest -q
 
 clean:

@@ -32,3 +32,12 @@ def reference() -> Path:
     if not REFERENCE.is_dir():
         pytest.fail(f"golden reference data not found at {REFERENCE} (set EDGE_REFERENCE)")
     return REFERENCE
+
+
+@pytest.fixture(scope="session")
+def tiny_bundles(tmp_path_factory) -> dict[str, Path]:
+    """Every family's tiny bundles (seeded random weights), as ``python -m export all`` writes them."""
+    from export.__main__ import tiny_bundles as exports
+
+    root = tmp_path_factory.mktemp("tiny-bundles")
+    return {name: export(root / name, seed=0, log=lambda _: None) for name, export in exports().items()}
