@@ -70,9 +70,11 @@ class LocalServer:
         stub.chmod(0o755)
         return self.workspace / "backends"
 
-    def log_tail(self, lines: int = 30) -> str:
+    def log_tail(self, lines: int = 12) -> str:
+        """The log's error lines and its last ``lines`` lines."""
         text = self.log_path.read_text(encoding="utf-8", errors="replace") if self.log_path.is_file() else ""
-        return "\n".join(text.splitlines()[-lines:])
+        errors = [line[:2000] for line in text.splitlines() if line.startswith("E")]
+        return "\n".join([*errors[-lines:], "...", *text.splitlines()[-lines:]])
 
     def start(self) -> "LocalServer":
         self.http_port, self.grpc_port, metrics = (_free_port(self.address) for _ in range(3))
@@ -96,7 +98,7 @@ class LocalServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise BundleError(f"tritonserver exited with code {self.process.returncode} while starting; "
-                                  f"its log ({self.log_path}) ends:\n{self.log_tail()}")
+                                  f"its log ({self.log_path}), errors and end:\n{self.log_tail()}")
             try:
                 with urllib.request.urlopen(f"{self.http_url}/v2/health/ready", timeout=2) as answer:
                     if answer.status == 200:
@@ -105,7 +107,7 @@ class LocalServer:
                 pass
             time.sleep(0.25)
         self.stop()
-        raise BundleError(f"tritonserver was not ready within {self.startup_timeout:.0f} s; its log ends:\n"
+        raise BundleError(f"tritonserver was not ready within {self.startup_timeout:.0f} s; its log, errors and end:\n"
                           f"{self.log_tail()}")
 
     def stop(self) -> None:

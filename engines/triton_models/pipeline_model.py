@@ -86,12 +86,14 @@ def _scalar(value, default):
 class TritonPythonModel:
     def initialize(self, args):
         self.name = json.loads(args["model_config"])["name"]
-        bundle = Bundle(Path(args["model_repository"]) / args["model_version"] / "bundle", graphs=False)
-        self.pipeline, self.handle = _open_pipeline(bundle)
+        self.bundle = Bundle(Path(args["model_repository"]) / args["model_version"] / "bundle", graphs=False)
+        self.pipeline = self.handle = None  # opened by the first request: BLS calls work only within execute
 
     def execute(self, requests):
         import triton_python_backend_utils as pb_utils
 
+        if self.pipeline is None:
+            self.pipeline, self.handle = _open_pipeline(self.bundle)
         responses = []
         for request in requests:
             def get(name, request=request):
@@ -107,4 +109,5 @@ class TritonPythonModel:
         return responses
 
     def finalize(self):
-        self.pipeline.close()
+        if self.pipeline is not None:
+            self.pipeline.close()
