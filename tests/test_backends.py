@@ -27,10 +27,12 @@ def bundle(tmp_path) -> Bundle:
 
 
 def test_registry_names_every_backend_and_refuses_others(bundle):
-    assert BACKENDS == ("onnxruntime", "tensorrt", "auto")
+    assert BACKENDS == ("onnxruntime", "tensorrt", "triton", "triton-bls", "auto")
     assert backend_class("onnxruntime") is OrtSession
     assert backend_class("tensorrt").__name__ == "TensorRTSession"
-    with pytest.raises(BundleError, match="unknown backend 'ov'; expected one of onnxruntime, tensorrt, auto"):
+    assert backend_class("triton").__name__ == "TritonSession"
+    with pytest.raises(BundleError, match="unknown backend 'ov'; expected one of onnxruntime, tensorrt, triton, "
+                                          "triton-bls, auto"):
         open_session(bundle, "double", backend="ov")
 
 

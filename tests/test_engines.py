@@ -425,7 +425,7 @@ def test_auto_backend(tmp_path, monkeypatch):
     _fake_polygraphy(monkeypatch)
     monkeypatch.setattr(tensorrt_backend, "local_target", lambda: ORIN)
     assert isinstance(open_session(bundle, "unet", backend="auto", threads=1), TensorRTSession)
-    with pytest.raises(BundleError, match="expected one of onnxruntime, tensorrt, auto"):
+    with pytest.raises(BundleError, match="expected one of onnxruntime, tensorrt, triton, triton-bls, auto"):
         open_session(bundle, "unet", backend="trt")
 
 
