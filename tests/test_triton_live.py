@@ -138,14 +138,15 @@ def test_pipeline_models_answer_in_one_call_as_the_local_pipelines(server, tiny_
         assert _cosines(found[f"{modality.upper()}_EMBEDDING"], embedding).min() >= 0.99999, modality
 
 
-def _statistics(url: str, model: str) -> tuple[int, int]:
-    """(inference_count, execution_count) of a model: more inferences than executions means batches formed."""
+def _statistics(url: str, model: str) -> tuple[int, int, int]:
+    """(requests, inferences, executions) of a model: fewer executions than requests means batches formed."""
     import tritonclient.http as http
 
     client = http.InferenceServerClient(url.removeprefix("http://"))
     try:
         stats = client.get_inference_statistics(model)["model_stats"][0]
-        return int(stats["inference_count"]), int(stats["execution_count"])
+        return (int(stats["inference_stats"]["success"]["count"]), int(stats["inference_count"]),
+                int(stats["execution_count"]))
     finally:
         client.close()
 
@@ -170,9 +171,9 @@ def test_sixteen_concurrent_clients_get_correct_results_in_batched_executions(se
         results = [e for per_client in pool.map(client, range(16), timeout=300) for e in per_client]
     for found, reference in zip(results, expected):
         np.testing.assert_allclose(found, reference, atol=1e-5)
-    inferences, executions = np.subtract(_statistics(server.http_url, "imagebind-tiny-text_encoder"), before)
-    assert inferences == 64
-    assert executions < inferences, f"{inferences} requests ran in {executions} executions: no batch formed"
+    requests, inferences, executions = np.subtract(_statistics(server.http_url, "imagebind-tiny-text_encoder"), before)
+    assert requests == inferences == 64  # one text per request
+    assert executions < requests, f"{requests} requests ran in {executions} executions: no batch formed"
 
 
 def test_wrong_model_and_shape_outside_the_profile_give_clear_errors(server, tiny_bundles):

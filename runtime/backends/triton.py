@@ -10,6 +10,7 @@ refused request, timeout) are :class:`BundleError`s naming the url, the model an
 """
 from __future__ import annotations
 
+import threading
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -67,15 +68,26 @@ class TritonSession(BaseSession):
                 import tritonclient.http as client
         except ImportError as exc:
             raise BundleError("backend 'triton' needs tritonclient: pip install 'edge-deploy[triton]'") from exc
-        self._api = client
-        if self.protocol == "grpc":
-            self._client = client.InferenceServerClient(address)
-            self._call = {"client_timeout": self.timeout}
-        else:
-            self._client = client.InferenceServerClient(address, connection_timeout=self.timeout,
-                                                        network_timeout=self.timeout)
-            self._call = {}
+        self._api, self._address = client, address
+        self._call = {"client_timeout": self.timeout} if self.protocol == "grpc" else {}
+        self._local, self._clients, self._lock = threading.local(), [], threading.Lock()
+        self._closed = False
         self._check_model()
+
+    @property
+    def _client(self):
+        """This thread's client: tritonclient's HTTP client is gevent-based and must stay in its thread."""
+        client = getattr(self._local, "client", None)
+        if client is None:
+            if self.protocol == "grpc":
+                client = self._api.InferenceServerClient(self._address)
+            else:
+                client = self._api.InferenceServerClient(self._address, connection_timeout=self.timeout,
+                                                         network_timeout=self.timeout)
+            self._local.client = client
+            with self._lock:
+                self._clients.append(client)
+        return client
 
     def _fail(self, what: str, exc: BaseException) -> BundleError:
         return BundleError(f"{self.component.name}: Triton server at {self.url} {what} model '{self.model}' "
@@ -104,7 +116,7 @@ class TritonSession(BaseSession):
         return list(index.models) if self.protocol == "grpc" else list(index)
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if self._client is None:
+        if self._closed:
             raise BundleError(f"{self.component.name}: the Triton session is closed")
         inputs = []
         for spec in self.component.inputs:
@@ -120,9 +132,11 @@ class TritonSession(BaseSession):
         return {n: result.as_numpy(n) for n in names}
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-        self._client = None
+        """Close this thread's client (the others end with their threads) and refuse further runs."""
+        client = getattr(self._local, "client", None)
+        if client is not None:
+            client.close()
+        self._local, self._closed = threading.local(), True
 
 
 class BlsSession(BaseSession):
