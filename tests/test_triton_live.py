@@ -4,6 +4,7 @@ the same results as local ONNX Runtime through the component models (HTTP and gR
 pipeline models, 16 concurrent clients with batched executions, and clear errors that do not hang."""
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -161,13 +162,17 @@ def test_sixteen_concurrent_clients_get_correct_results_in_batched_executions(se
     before = _statistics(server.http_url, "imagebind-tiny-text_encoder")
     start = threading.Barrier(16, timeout=60)
 
+    shared = TritonSession(bundle, "text_encoder", url=server.http_url, timeout=60)  # opened in this thread
+
     def client(index: int) -> list[np.ndarray]:
+        """Odd clients over gRPC, even ones over HTTP; every fourth uses the shared session."""
         url = server.grpc_url if index % 2 else server.http_url
-        with TritonSession(bundle, "text_encoder", url=url, timeout=60) as session:
+        with contextlib.nullcontext(shared) if index % 4 == 0 else TritonSession(
+                bundle, "text_encoder", url=url, timeout=60) as session:
             start.wait()
             return [session.run({"text": feeds[index * 4 + r]})["embedding"] for r in range(4)]
 
-    with ThreadPoolExecutor(16) as pool:
+    with shared, ThreadPoolExecutor(16) as pool:
         results = [e for per_client in pool.map(client, range(16), timeout=300) for e in per_client]
     for found, reference in zip(results, expected):
         np.testing.assert_allclose(found, reference, atol=1e-5)
@@ -180,6 +185,9 @@ def test_wrong_model_and_shape_outside_the_profile_give_clear_errors(server, tin
     bundle = Bundle(tiny_bundles["imagebind-tiny"])
     with pytest.raises(BundleError, match="no ready model 'other-text_encoder'; it serves .*imagebind-tiny-text_enc"):
         TritonSession(bundle, "text_encoder", url=server.grpc_url, prefix="other-", timeout=10)
+    with pytest.raises(BundleError, match=r"has tensors \{'inputs': \[\('tokens', 'INT64'\)\].*this bundle's "
+                                          r"component has \{'inputs': \[\('text', 'INT64'\)\]"):
+        TritonSession(bundle, "text_encoder", url=server.http_url, prefix="videocrafter1-tiny-t2v-", timeout=10)
     too_many = {"text": np.zeros((9, 77), np.int64)}
     with OrtSession(bundle, "text_encoder") as local, pytest.raises(BundleError) as here:
         local.run(too_many)

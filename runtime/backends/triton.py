@@ -110,6 +110,24 @@ class TritonSession(BaseSession):
                 f"{self.component.name}: the Triton server at {self.url} has no ready model '{self.model}'; it serves "
                 f"{', '.join(sorted(models)) or 'nothing'}. Write the repository with `python -m engines triton "
                 f"BUNDLE --out REPO` from this bundle (or pass prefix= if it was written with another one)")
+        served = self._tensors()
+        wanted = {kind: [(t.name, TRITON_DTYPES[t.dtype]) for t in specs]
+                  for kind, specs in (("inputs", self.component.inputs), ("outputs", self.component.outputs))}
+        if served != wanted:
+            raise BundleError(
+                f"{self.component.name}: model '{self.model}' at {self.url} has tensors {served}, this bundle's "
+                f"component has {wanted}; the repository was written from another bundle: write it again with "
+                "`python -m engines triton BUNDLE --out REPO`")
+
+    def _tensors(self) -> dict[str, list[tuple[str, str]]]:
+        """The served model's (name, datatype) of its inputs and outputs."""
+        try:
+            metadata = self._client.get_model_metadata(self.model, **self._call)
+        except Exception as exc:
+            raise self._fail("did not describe", exc) from exc
+        if self.protocol == "grpc":
+            return {kind: [(t.name, t.datatype) for t in getattr(metadata, kind)] for kind in ("inputs", "outputs")}
+        return {kind: [(t["name"], t["datatype"]) for t in metadata[kind]] for kind in ("inputs", "outputs")}
 
     def _repository(self) -> list[Any]:
         index = self._client.get_model_repository_index(**self._call)
