@@ -21,13 +21,12 @@ import shutil
 from pathlib import Path
 
 from engines.triton_models import pipeline_model
-from runtime.backends.triton import PIPELINE_MODEL, model_name, model_prefix
+from runtime.backends.triton import PIPELINE_MODEL, TRITON_DTYPES, model_name, model_prefix
 from runtime.bundle import MANIFEST, Bundle, BundleError, Component
 
 PLATFORMS = ("onnxruntime", "tensorrt", "python")
 # imports triton_python_backend_utils, which exists only inside the server: copied, never imported here
 COMPONENT_MODEL = Path(__file__).parent / "triton_models" / "component_model.py"
-_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "int64": "TYPE_INT64", "int32": "TYPE_INT32"}
 
 
 def _config_pb2():
@@ -65,7 +64,7 @@ def component_config(component: Component, name: str, platform: str, *, instance
     skip = 1 if batch else 0
     for specs, field in ((component.inputs, config.input), (component.outputs, config.output)):
         for spec in specs:
-            field.add(name=spec.name, data_type=pb.DataType.Value(_TYPES[spec.dtype]),
+            field.add(name=spec.name, data_type=pb.DataType.Value(f"TYPE_{TRITON_DTYPES[spec.dtype]}"),
                       dims=[-1 if isinstance(d, str) else d for d in spec.shape[skip:]])
     if batch:
         config.dynamic_batching.max_queue_delay_microseconds = max_queue_delay_us

@@ -1,4 +1,5 @@
-"""The light runtime that ships to devices: numpy + one backend (ONNX Runtime, TensorRT, Triton client). Never imports torch.
+"""The light runtime that ships to devices: numpy + one backend (ONNX Runtime, TensorRT, a Triton server).
+Never imports torch.
 
 The public names are the bundle format, ``open_session`` and every registered
 family's pipelines (``runtime.families``): ``generate_video``, ``VideoPipeline``,
