@@ -99,7 +99,7 @@ def measure(server: LocalServer, bundles: dict[str, Path], requests: int) -> lis
     }
     rows = []
     for name, (make_call, batched_model) in workloads.items():
-        count = requests if "component" in name else max(16, requests // 8)
+        count = requests if "component" in name else max(16, requests // 2)
         for clients in CLIENTS:
             before = _statistics(server.http_url, batched_model)
             rate = throughput(make_call, clients, count)
