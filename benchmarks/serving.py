@@ -1,6 +1,6 @@
-"""``python -m benchmarks.serving [--bundle-dir DIR] [--python PY] [--requests N] [--json FILE]``: Triton throughput.
+"""``python -m benchmarks.serving [--bundle-dir DIR] [--python PY] [--requests N] [--instances N] [--json FILE]``.
 
-Serves the tiny bundles' repository (``--platform python``) with the local ``tritonserver``
+Triton throughput. Serves the tiny bundles' repository (``--platform python``) with the local ``tritonserver``
 (``engines.triton_server``, from the environment ``--python``: default ``.venv-triton``) and
 measures requests per second at 1 and 16 concurrent clients, each client with its own connection,
 for a component model called directly and for pipeline models (one call = one whole pipeline),
@@ -117,13 +117,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bundle-dir", type=Path, help="folder with the tiny bundles (default: export them)")
     parser.add_argument("--python", type=Path, default=Path(".venv-triton/bin/python"))
     parser.add_argument("--requests", type=int, default=320, help="component requests per measurement")
+    parser.add_argument("--instances", type=int, default=1, help="instances of every model (default 1)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as scratch:
         bundles = _bundles(args.bundle_dir, Path(scratch))
         repo = Path(scratch) / "repo"
         for bundle in bundles.values():
-            write_repository(bundle, repo, platform="python", log=lambda _: None)
+            write_repository(bundle, repo, platform="python", instances=args.instances, log=lambda _: None)
         with LocalServer(repo, args.python) as server:
             rows = measure(server, bundles, args.requests)
     if args.json:
