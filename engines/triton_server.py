@@ -68,6 +68,12 @@ class LocalServer:
         stub = python_backend / "triton_python_backend_stub"
         shutil.copyfile(server / "python_backend_stubs" / version / "triton_python_backend_stub", stub)
         stub.chmod(0o755)
+        env = {**os.environ, "LD_LIBRARY_PATH": str(self.site / "nvidia_pytriton.libs")}
+        links = subprocess.run(["ldd", str(stub)], capture_output=True, text=True, env=env, timeout=30).stdout
+        missing = [line.split()[0] for line in links.splitlines() if "not found" in line]
+        if missing:
+            raise BundleError(f"the Python backend stub for Python {version} needs {', '.join(missing)}, not on this "
+                              f"system: install it (Debian/Ubuntu: apt-get install libpython{version})")
         return self.workspace / "backends"
 
     def log_tail(self, lines: int = 12) -> str:
