@@ -11,8 +11,9 @@ plus ``<family>-<variant>-pipeline``, the whole pipeline as a Python-backend mod
 
 Each ``config.pbtxt`` is Triton's own ``ModelConfig`` protobuf in text form: inputs and outputs with
 the manifest's names, dtypes and dims (-1 for a symbolic axis) and, when every input and output of the
-component leads with the same symbolic axis (of rank 2 or more), that axis as Triton's batch
-dimension with dynamic batching up to the profile's maximum.
+component leads with the same symbolic axis, that axis as Triton's batch dimension with dynamic batching
+up to the profile's maximum (a tensor of that axis alone, like the UNet's ``timesteps``, travels as
+``[B, 1]`` and is reshaped to ``[B]``: Triton's dims may not be empty).
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import shutil
 from pathlib import Path
 
 from engines.triton_models import pipeline_model
-from runtime.backends.triton import PIPELINE_MODEL, TRITON_DTYPES, model_name, model_prefix
+from runtime.backends.triton import PIPELINE_MODEL, TRITON_DTYPES, max_batch_size, model_name, model_prefix
 from runtime.bundle import MANIFEST, Bundle, BundleError, Component
 
 PLATFORMS = ("onnxruntime", "tensorrt", "python")
@@ -37,20 +38,6 @@ def _config_pb2():
     return model_config_pb2
 
 
-def max_batch_size(component: Component) -> int:
-    """Triton's ``max_batch_size``: the profile's largest batch when every tensor leads with one symbolic axis
-    (and has another axis after it), else 0 (no batch dimension: requests run one by one)."""
-    tensors = (*component.inputs, *component.outputs)
-    leading = {t.shape[0] if t.shape else None for t in tensors}
-    name = next(iter(leading))
-    if len(leading) != 1 or not isinstance(name, str) or any(len(t.shape) < 2 for t in tensors):
-        return 0
-    profile = [component.profile[t.name] for t in component.inputs if t.name in component.profile]
-    if not profile or any(p["min"][0] != 1 for p in profile):
-        return 0
-    return min(p["max"][0] for p in profile)
-
-
 def component_config(component: Component, name: str, platform: str, *, instances: int = 1,
                      max_queue_delay_us: int = 100):
     """The ``ModelConfig`` of one component."""
@@ -64,8 +51,11 @@ def component_config(component: Component, name: str, platform: str, *, instance
     skip = 1 if batch else 0
     for specs, field in ((component.inputs, config.input), (component.outputs, config.output)):
         for spec in specs:
-            field.add(name=spec.name, data_type=pb.DataType.Value(f"TYPE_{TRITON_DTYPES[spec.dtype]}"),
-                      dims=[-1 if isinstance(d, str) else d for d in spec.shape[skip:]])
+            tensor = field.add(name=spec.name, data_type=pb.DataType.Value(f"TYPE_{TRITON_DTYPES[spec.dtype]}"),
+                               dims=[-1 if isinstance(d, str) else d for d in spec.shape[skip:]])
+            if batch and len(spec.shape) == 1:  # only the batch axis: [B, 1] on the wire, [B] in the graph
+                tensor.dims.append(1)
+                tensor.reshape.SetInParent()
     if batch:
         config.dynamic_batching.max_queue_delay_microseconds = max_queue_delay_us
     kind = {"python": "KIND_CPU", "tensorrt": "KIND_GPU", "onnxruntime": "KIND_AUTO"}[platform]

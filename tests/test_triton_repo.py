@@ -9,11 +9,11 @@ import pytest
 
 from engines.__main__ import main as engines_main
 from engines.register import register
-from engines.triton_repo import max_batch_size, read_config, write_repository
+from engines.triton_repo import read_config, write_repository
 from engines.triton_models.pipeline_model import task_io
 from runtime import Backend, Bundle, BundleError, open_session
 from runtime.backends.trt import LocalTarget
-from runtime.backends.triton import model_name, split_url
+from runtime.backends.triton import max_batch_size, model_name, split_url
 from tritonclient.grpc import model_config_pb2 as pb
 
 DTYPES = {"float32": pb.TYPE_FP32, "int64": pb.TYPE_INT64}
@@ -32,8 +32,10 @@ def test_every_component_config_matches_the_manifest(tiny_bundles, tmp_path, pla
             for specs, tensors in ((component.inputs, config.input), (component.outputs, config.output)):
                 assert [t.name for t in tensors] == [s.name for s in specs]
                 assert [t.data_type for t in tensors] == [DTYPES[s.dtype] for s in specs]
-                assert [list(t.dims) for t in tensors] == [
-                    [-1 if isinstance(d, str) else d for d in s.shape[skip:]] for s in specs]
+                assert [list(t.dims) for t in tensors] == [  # the batch axis alone travels as [B, 1]
+                    [-1 if isinstance(d, str) else d for d in s.shape[skip:]] or [1] for s in specs]
+                assert [t.HasField("reshape") and list(t.reshape.shape) == [] for t in tensors] == [
+                    bool(batch) and len(s.shape) == 1 for s in specs]
             assert config.instance_group[0].count == 2
             assert config.HasField("dynamic_batching") == bool(batch)
             if batch:
@@ -52,7 +54,7 @@ def test_batch_dimension_only_where_every_tensor_leads_with_the_same_axis(tiny_b
     assert max_batch_size(ait["image_encoder"]) == 0  # cross_k leads with the layer axis
     assert max_batch_size(ait["vqvae_soft_decoder"]) == 8
     video = Bundle(tiny_bundles["videocrafter1-tiny-t2v"]).manifest.components
-    assert max_batch_size(video["unet"]) == 0  # timesteps has rank 1: no room for Triton's batch dimension
+    assert max_batch_size(video["unet"]) == 4  # timesteps [batch] travels as [batch, 1]
     assert max_batch_size(video["vae_decoder"]) == 24  # frames lead every tensor
 
 

@@ -25,7 +25,12 @@ class TritonPythonModel:
         graph = Path(args["model_repository"]) / args["model_version"] / "model.onnx"
         self.session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
         self.inputs = [i.name for i in self.session.get_inputs()]
+        self.ranks = {i.name: len(i.shape) for i in self.session.get_inputs()}
         self.outputs = [o.name for o in self.session.get_outputs()]
+
+    def _graph_shaped(self, name, array):
+        """A tensor of the batch axis alone travels as [B, 1]: back to the graph's [B] unless the server did it."""
+        return array.reshape(array.shape[:self.ranks[name]]) if array.ndim > self.ranks[name] else array
 
     def _groups(self, feeds):
         """Indices of the requests that can run as one batch (all of them alone without batching)."""
@@ -36,7 +41,8 @@ class TritonPythonModel:
         return groups.values()
 
     def execute(self, requests):
-        feeds = [{n: pb_utils.get_input_tensor_by_name(r, n).as_numpy() for n in self.inputs} for r in requests]
+        feeds = [{n: self._graph_shaped(n, pb_utils.get_input_tensor_by_name(r, n).as_numpy()) for n in self.inputs}
+                 for r in requests]
         responses = [None] * len(requests)
         for indices in self._groups(feeds):
             try:

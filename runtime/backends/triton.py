@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from runtime.backends.base import BaseSession
-from runtime.bundle import Bundle, BundleError, Manifest
+from runtime.bundle import Bundle, BundleError, Component, Manifest
 
 TRITON_DTYPES = {"float32": "FP32", "float16": "FP16", "int64": "INT64", "int32": "INT32"}
 PIPELINE_MODEL = "pipeline"  # the repository's pipeline model is <prefix>pipeline
@@ -31,6 +31,33 @@ def model_prefix(manifest: Manifest) -> str:
 
 def model_name(manifest: Manifest, component: str, prefix: str | None = None) -> str:
     return f"{model_prefix(manifest) if prefix is None else prefix}{component}"
+
+
+def max_batch_size(component: Component) -> int:
+    """Triton's ``max_batch_size`` of a component's model: the profile's largest batch when every tensor leads
+    with the same symbolic axis starting at 1, else 0 (no batch dimension: requests run one by one)."""
+    tensors = (*component.inputs, *component.outputs)
+    leading = {t.shape[0] if t.shape else None for t in tensors}
+    if len(leading) != 1 or not isinstance(next(iter(leading)), str):
+        return 0
+    profile = [component.profile[t.name] for t in component.inputs if t.name in component.profile]
+    if not profile or any(p["min"][0] != 1 for p in profile):
+        return 0
+    return min(p["max"][0] for p in profile)
+
+
+class _Wire:
+    """A batched model's tensors of the batch axis alone travel as ``[B, 1]`` (Triton's dims may not be empty)."""
+
+    def __init__(self, component: Component):
+        batched = max_batch_size(component) > 0
+        self._column = {t.name for t in (*component.inputs, *component.outputs) if batched and len(t.shape) == 1}
+
+    def send(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {n: a[:, None] if n in self._column else a for n, a in feeds.items()}
+
+    def receive(self, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {n: a.reshape(-1) if n in self._column else a for n, a in outputs.items()}
 
 
 def split_url(url: str) -> tuple[str, str]:
@@ -68,7 +95,7 @@ class TritonSession(BaseSession):
                 import tritonclient.http as client
         except ImportError as exc:
             raise BundleError("backend 'triton' needs tritonclient: pip install 'edge-deploy[triton]'") from exc
-        self._api, self._address = client, address
+        self._api, self._address, self._wire = client, address, _Wire(self.component)
         self._call = {"client_timeout": self.timeout} if self.protocol == "grpc" else {}
         self._local, self._clients, self._lock = threading.local(), [], threading.Lock()
         self._closed = False
@@ -137,9 +164,10 @@ class TritonSession(BaseSession):
         if self._closed:
             raise BundleError(f"{self.component.name}: the Triton session is closed")
         inputs = []
+        sent = self._wire.send(feeds)
         for spec in self.component.inputs:
-            tensor = self._api.InferInput(spec.name, list(feeds[spec.name].shape), TRITON_DTYPES[spec.dtype])
-            tensor.set_data_from_numpy(feeds[spec.name])
+            tensor = self._api.InferInput(spec.name, list(sent[spec.name].shape), TRITON_DTYPES[spec.dtype])
+            tensor.set_data_from_numpy(sent[spec.name])
             inputs.append(tensor)
         names = [spec.name for spec in self.component.outputs]
         outputs = [self._api.InferRequestedOutput(n) for n in names]
@@ -147,7 +175,7 @@ class TritonSession(BaseSession):
             result = self._client.infer(self.model, inputs, outputs=outputs, **self._call)
         except Exception as exc:
             raise self._fail("refused or failed a request to", exc) from exc
-        return {n: result.as_numpy(n) for n in names}
+        return self._wire.receive({n: result.as_numpy(n) for n in names})
 
     def close(self) -> None:
         """Close this thread's client (the others end with their threads) and refuse further runs."""
@@ -166,14 +194,14 @@ class BlsSession(BaseSession):
         super().__init__(bundle.component(name))
         import triton_python_backend_utils as pb_utils  # only inside a Triton Python-backend model
 
-        self._pb = pb_utils
+        self._pb, self._wire = pb_utils, _Wire(self.component)
         self.model = model_name(bundle.manifest, name, prefix)
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         names = [spec.name for spec in self.component.outputs]
         request = self._pb.InferenceRequest(model_name=self.model, requested_output_names=names,
-                                            inputs=[self._pb.Tensor(n, a) for n, a in feeds.items()])
+                                            inputs=[self._pb.Tensor(n, a) for n, a in self._wire.send(feeds).items()])
         response = request.exec()
         if response.has_error():
             raise BundleError(f"{self.component.name}: model '{self.model}' failed: {response.error().message()}")
-        return {n: self._pb.get_output_tensor_by_name(response, n).as_numpy() for n in names}
+        return self._wire.receive({n: self._pb.get_output_tensor_by_name(response, n).as_numpy() for n in names})
