@@ -97,8 +97,7 @@ class TritonSession(BaseSession):
             raise BundleError("backend 'triton' needs tritonclient: pip install 'edge-deploy[triton]'") from exc
         self._api, self._address, self._wire = client, address, _Wire(self.component)
         self._call = {"client_timeout": self.timeout} if self.protocol == "grpc" else {}
-        self._local, self._clients, self._lock = threading.local(), [], threading.Lock()
-        self._closed = False
+        self._local, self._closed = threading.local(), False
         self._check_model()
 
     @property
@@ -112,8 +111,6 @@ class TritonSession(BaseSession):
                 client = self._api.InferenceServerClient(self._address, connection_timeout=self.timeout,
                                                          network_timeout=self.timeout)
             self._local.client = client
-            with self._lock:
-                self._clients.append(client)
         return client
 
     def _fail(self, what: str, exc: BaseException) -> BundleError:
