@@ -144,6 +144,9 @@ def write_repository(bundle: str | Path | Bundle, out: str | Path, *, platform: 
         raise BundleError(f"expected --instances >= 1 and --max-queue-delay-us >= 0, found {instances} and "
                           f"{max_queue_delay_us}")
     bundle = bundle if isinstance(bundle, Bundle) else Bundle(bundle)
+    if platform == "tensorrt":  # every plan found before anything is written
+        for component in bundle.manifest.components.values():
+            _engine_file(bundle, component, precision)
     out = Path(out)
     written = []
     for component in bundle.manifest.components.values():

@@ -81,6 +81,7 @@ def test_tensorrt_platform_takes_the_bundles_plan(tiny_bundles, tmp_path):
     bundle_dir = shutil.copytree(tiny_bundles["ait-tiny-insseg"], tmp_path / "ait-tiny-insseg")
     with pytest.raises(BundleError, match="needs a fp16 engine in the bundle; it has none"):
         write_repository(bundle_dir, tmp_path / "repo", platform="tensorrt", log=lambda _: None)
+    assert not (tmp_path / "repo").exists()  # nothing half-written
     plans = []
     for name in Bundle(bundle_dir).manifest.components:
         plans.append(tmp_path / f"{name}.fp16.plan")
