@@ -13,8 +13,8 @@ from export.onnx_io import export_onnx
 from runtime.backends.onnxrt import inference_session
 from export.golden import Case, Row, score, verify_clip_tokenizer, verify_graphs
 from export.videocrafter1 import components as vc
-from runtime.videocrafter1.ddim import SCALE_KEYS, DDIMSchedule, ddim_sample
-
+from runtime.videocrafter1.ddim import SCALE_KEYS, DDIMSchedule
+from runtime.videocrafter1.sampling import denoise, make_sampler
 
 
 def verify_unet(case: Case) -> list[Row]:
@@ -42,9 +42,14 @@ def verify_image_proj(case: Case) -> list[Row]:
     return verify_graphs(case, resampler, [vc.image_proj_spec(resampler)])
 
 
+def _sampler_constants(config: dict) -> dict:
+    """A case's model settings as a bundle's sampler constants."""
+    return {"linear_start": config["linear_start"], "linear_end": config["linear_end"],
+            "num_timesteps": config["timesteps"], **{k: config[k] for k in SCALE_KEYS if k in config}}
+
+
 def _schedule(config: dict, steps: int, eta: float) -> DDIMSchedule:
-    return DDIMSchedule.make(steps, eta=eta, linear_start=config["linear_start"], linear_end=config["linear_end"],
-                             num_timesteps=config["timesteps"], **{k: config[k] for k in SCALE_KEYS if k in config})
+    return DDIMSchedule.make(steps, eta=eta, **_sampler_constants(config))
 
 
 def verify_schedule(case: Case) -> list[Row]:
@@ -65,7 +70,6 @@ def verify_schedule(case: Case) -> list[Row]:
 def _sample_with(run_unet, case: Case) -> dict[str, np.ndarray]:
     """The runtime's numpy sampler driving ``run_unet(feeds) -> eps`` on the case's inputs."""
     config = case.config
-    schedule = _schedule(config, config["steps"], config["eta"])
     context, uncond = case.io["context"], case.io["uncond_context"]
     batch = context.shape[0]
     fps = case.io.get("fps")
@@ -78,8 +82,9 @@ def _sample_with(run_unet, case: Case) -> dict[str, np.ndarray]:
         eps = run_unet(feeds)
         return eps[:batch], eps[batch:]
 
-    rng = np.random.default_rng(case.seed)
-    latent = ddim_sample(predict, case.io["x_T"], schedule, guidance_scale=config["guidance_scale"], rng=rng)
+    sampler = make_sampler("ddim", _sampler_constants(config), config["steps"], eta=config["eta"],
+                           rng=np.random.default_rng(case.seed))
+    latent = denoise(predict, case.io["x_T"], sampler, guidance_scale=config["guidance_scale"])
     return {"latent": latent}
 
 

@@ -2,19 +2,14 @@
 
 ``DDIMSchedule.make`` builds the per-step constants exactly as ``make_schedule``
 does (including its dtypes: the model keeps ᾱ as float32, ``alphas_prev`` and
-``sigmas`` come out float64); ``ddim_sample`` runs the loop of ``p_sample_ddim``
+``sigmas`` come out float64); ``ddim_step`` is one update of ``p_sample_ddim``
 in float32 with every per-step constant rounded to float32, as the official
-code's ``torch.full`` does.
+code's ``torch.full`` does (``sampling.DDIMSampler`` runs it in the sampler loop).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
-
 import numpy as np
-
-# predict_eps(x, t) -> (eps_cond, eps_uncond); eps_uncond may be None when guidance_scale is 1.
-EpsPredictor = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray | None]]
 
 
 def alphas_cumprod(linear_start: float, linear_end: float, num_timesteps: int) -> np.ndarray:
@@ -158,27 +153,3 @@ def ddim_step(x: np.ndarray, eps: np.ndarray, schedule: DDIMSchedule, index: int
     if noise is not None:
         x_prev = x_prev + sigma * noise
     return x_prev
-
-
-def ddim_sample(predict_eps: EpsPredictor, x_T: np.ndarray, schedule: DDIMSchedule, *, guidance_scale: float,
-                rng: np.random.Generator | None = None,
-                progress: Callable[[int], None] | None = None) -> np.ndarray:
-    """Denoise ``x_T`` over the schedule, from the last timestep to the first; returns float32 latents.
-
-    ``predict_eps(x, t)`` returns ``(eps_cond, eps_uncond)`` for the integer timestep ``t``
-    (both branches can run as one batch); with ``guidance_scale`` 1 the second element is
-    ignored and may be None. With eta > 0 each step draws ``rng.standard_normal(x.shape,
-    dtype=float32)``. ``progress(done)`` is called after each step with the steps done so far.
-    """
-    if schedule.eta > 0 and rng is None:
-        raise ValueError(f"eta {schedule.eta} > 0 draws noise every step: pass rng=np.random.default_rng(seed)")
-    x = np.asarray(x_T, dtype=np.float32)
-    for done, index in enumerate(reversed(range(schedule.num_steps)), start=1):
-        eps_cond, eps_uncond = predict_eps(x, int(schedule.timesteps[index]))
-        eps = guided_eps(np.asarray(eps_cond, dtype=np.float32),
-                         None if eps_uncond is None else np.asarray(eps_uncond, dtype=np.float32), guidance_scale)
-        noise = rng.standard_normal(x.shape, dtype=np.float32) if schedule.eta > 0 else None
-        x = ddim_step(x, eps, schedule, index, noise)
-        if progress is not None:
-            progress(done)
-    return x

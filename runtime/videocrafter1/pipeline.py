@@ -1,17 +1,20 @@
-"""VideoCrafter1 in the runtime: prompt (+ image) -> encoders -> DDIM over the UNet -> per-frame VAE decode.
+"""VideoCrafter1 in the runtime: prompt (+ image) -> encoders -> sampler over the UNet -> per-frame VAE decode.
 
 ``VideoPipeline`` holds the opened sessions (load once, generate many times;
-safe to share between threads); ``generate_video`` is the one-call form.
+safe to share between threads); ``generate_video`` is the one-call form. The
+sampler is the official DDIM by default, or an ODE solver (``sampling.SAMPLERS``).
+Several prompts (and ``num_videos`` per prompt) go through the UNet together, in
+batches as large as the bundle's profile allows.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
 from runtime.bundle import Bundle, BundleError
-from runtime.videocrafter1.ddim import SCALE_KEYS, DDIMSchedule, ddim_sample
+from runtime.videocrafter1.sampling import StepCallback, denoise, make_sampler
 from runtime.videocrafter1.image_conditioning import conditioning_pixels, unconditional_pixels
 from runtime.progress import ProgressBar
 from runtime.backends import OwnsSessions, pipeline_for
@@ -45,7 +48,7 @@ class VideoPipeline(OwnsSessions):
 
     def encode_text(self, prompts: list[str]) -> np.ndarray:
         tokens = self.tokenizer(prompts, context_length=self.constants["context_length"])
-        return self.text_encoder.run({"tokens": tokens})["context"]
+        return run_in_batches(self.text_encoder, {"tokens": tokens})["context"]
 
     def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """CLIP-normalised pixels ``(N, 3, 224, 224)`` -> image context tokens ``(N, Q, D)``."""
@@ -57,32 +60,40 @@ class VideoPipeline(OwnsSessions):
         return self.embed_pixels(conditioning_pixels(image, height=height, width=width, size=spec["size"],
                                                      mean=spec["mean"], std=spec["std"]))
 
-    def conditioning(self, prompt: str, image, guided: bool, height: int, width: int):
-        """(context, uncond context or None): text tokens, followed by image tokens for I2V."""
+    def conditioning(self, prompts: list[str], negative_prompts: list[str] | None, image, height: int, width: int):
+        """(context, uncond context or None), one row per prompt: text tokens, then image tokens for I2V.
+
+        ``negative_prompts`` (one per prompt) make the unconditional branch; None runs without guidance.
+        """
         if self.is_i2v and image is None:
             raise ValueError(f"{self.bundle.root} is an image-to-video bundle: pass image= (a path, PIL image or "
                              "HxWx3 uint8 array)")
         if not self.is_i2v and image is not None:
             raise ValueError(f"{self.bundle.root} is a text-to-video bundle and takes no image; export an I2V "
                              "variant (e.g. --variant i2v-512) for image conditioning")
-        embedded = self.encode_text([prompt, self.constants["uncond_prompt"]] if guided else [prompt])
-        context, uncond = embedded[:1], (embedded[1:] if guided else None)
+        embedded = self.encode_text(prompts + (negative_prompts or []))
+        count = len(prompts)
+        context, uncond = embedded[:count], (embedded[count:] if negative_prompts is not None else None)
         if self.is_i2v:
-            context = np.concatenate([context, self.embed_image(image, height, width)], axis=1)
+            image_context = self.embed_image(image, height, width)
+            context = np.concatenate([context, np.repeat(image_context, count, axis=0)], axis=1)
             if uncond is not None:
-                uncond = np.concatenate([uncond, self.uncond_image_context], axis=1)
+                uncond = np.concatenate([uncond, np.repeat(self.uncond_image_context, count, axis=0)], axis=1)
         return context, uncond
 
-    def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, ...]:
+    def latent_shape(self, videos: int, frames: int, height: int, width: int) -> tuple[int, ...]:
         factor = self.constants["vae_factor"]
         if height % factor or width % factor:
             raise ValueError(f"height and width must be multiples of {factor}, found {height}x{width}")
-        shape = (1, self.constants["latent_channels"], frames, height // factor, width // factor)
-        self.unet.component.check_shapes({"x": shape})
+        shape = (videos, self.constants["latent_channels"], frames, height // factor, width // factor)
+        self.unet.component.check_shapes({"x": (1, *shape[1:])})
         return shape
 
     def predictor(self, context: np.ndarray, uncond: np.ndarray | None, fps: int) -> Callable:
-        """``predict(x, t) -> (eps_cond, eps_uncond)``; both branches run as one batch of 2."""
+        """``predict(x, t) -> (eps_cond, eps_uncond)`` for a batch of latents (one context row each).
+
+        Both guidance branches of every video run together, in UNet calls as large as the profile allows.
+        """
         contexts = context if uncond is None else np.concatenate([context, uncond])
 
         def predict(x: np.ndarray, t: int):
@@ -91,65 +102,139 @@ class VideoPipeline(OwnsSessions):
                      "timesteps": np.full((batch,), t, dtype=np.int64), "context": contexts}
             if self.constants["fps_cond"]:
                 feeds["fps"] = np.full((batch,), fps, dtype=np.int64)
-            eps = self.unet.run(feeds)["eps"]
+            eps = run_in_batches(self.unet, feeds)["eps"]
             half = x.shape[0]
             return (eps[:half], eps[half:]) if uncond is not None else (eps, None)
 
         return predict
 
     def decode(self, latents: np.ndarray) -> np.ndarray:
-        """``(1, C, T, h, w)`` latents -> ``(T, H, W, 3)`` uint8, one frame at a time as the official code."""
-        z = np.moveaxis(latents[0], 1, 0) / np.float32(self.constants["scale_factor"])
-        frames = [self.vae_decoder.run({"z": z[t:t + 1]})["decoded"][0] for t in range(z.shape[0])]
-        pixels = (np.clip(np.stack(frames), -1.0, 1.0) + 1.0) / 2.0 * 255.0
-        return np.transpose(pixels, (0, 2, 3, 1)).astype(np.uint8)
+        """``(B, C, T, h, w)`` latents -> ``(B, T, H, W, 3)`` uint8, one frame at a time as the official code."""
+        videos = []
+        for video in latents:
+            z = np.moveaxis(video, 1, 0) / np.float32(self.constants["scale_factor"])
+            frames = [self.vae_decoder.run({"z": z[t:t + 1]})["decoded"][0] for t in range(z.shape[0])]
+            pixels = (np.clip(np.stack(frames), -1.0, 1.0) + 1.0) / 2.0 * 255.0
+            videos.append(np.transpose(pixels, (0, 2, 3, 1)).astype(np.uint8))
+        return np.stack(videos)
 
-    def schedule(self, steps: int, eta: float) -> DDIMSchedule:
-        """The DDIM schedule of this bundle's sampler constants for ``steps`` and ``eta``."""
+    def sampler(self, name: str, steps: int, eta: float | None, rng: np.random.Generator | None = None):
+        """The sampler ``name`` on this bundle's constants, set for ``steps`` (eta: the bundle's for DDIM)."""
         s = self.constants["sampler"]
-        return DDIMSchedule.make(
-            steps, eta=eta, linear_start=s["linear_start"], linear_end=s["linear_end"],
-            num_timesteps=s["num_timesteps"],
-            **{k: s[k] for k in SCALE_KEYS if k in s})
+        if name == "ddim" and eta is None:
+            eta = s["eta"]
+        return make_sampler(name, s, steps, eta=eta, rng=rng)
 
-    def generate(self, prompt: str, *, image=None, steps: int | None = None, guidance_scale: float | None = None,
-                 eta: float | None = None, seed: int = 0, frames: int | None = None, fps: int | None = None,
-                 height: int | None = None, width: int | None = None, progress: bool = True) -> np.ndarray:
+    def generate(self, prompt: str | Sequence[str], *, image=None, negative_prompt: str | Sequence[str] | None = None,
+                 num_videos: int = 1, sampler: str = "ddim", steps: int | None = None,
+                 guidance_scale: float | None = None, eta: float | None = None, seed: int = 0,
+                 latents: np.ndarray | None = None, frames: int | None = None, fps: int | None = None,
+                 height: int | None = None, width: int | None = None, callback: StepCallback | None = None,
+                 output_type: str = "video", progress: bool = True) -> np.ndarray:
+        """Videos for ``prompt`` (a string, or a list: one batch); see ``generate_video`` for the arguments.
+
+        Returns ``(T, H, W, 3)`` uint8 for one prompt string and ``num_videos=1``, else
+        ``(B, T, H, W, 3)`` with B = prompts × num_videos (each prompt's videos together);
+        with ``output_type="latent"`` the ``(B, C, T, h, w)`` float32 latents, undecoded.
+        """
         c, s = self.constants, self.constants["sampler"]
-        steps = s["steps"] if steps is None else steps
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
+        prompts = _prompt_list(prompt, "prompt")
+        if isinstance(num_videos, bool) or not isinstance(num_videos, int) or num_videos < 1:
+            raise ValueError(f"num_videos must be a positive integer, got {num_videos!r}")
         guidance_scale = s["guidance_scale"] if guidance_scale is None else guidance_scale
-        eta = s["eta"] if eta is None else eta
+        negatives = None
+        if guidance_scale != 1.0:
+            negatives = _prompt_list(c["uncond_prompt"] if negative_prompt is None else negative_prompt,
+                                     "negative_prompt", len(prompts))
         height = c["height"] if height is None else height
         width = c["width"] if width is None else width
-        shape = self.latent_shape(c["frames"] if frames is None else frames, height, width)
-        schedule = self.schedule(steps, eta)
-        guided = guidance_scale != 1.0
-        context, uncond = self.conditioning(prompt, image, guided, height, width)
-        predict = self.predictor(context, uncond, c["fps"] if fps is None else fps)
+        shape = self.latent_shape(len(prompts) * num_videos, c["frames"] if frames is None else frames, height, width)
         rng = np.random.default_rng(seed)
-        x_T = rng.standard_normal(shape, dtype=np.float32)
-        bar = ProgressBar("sampling", schedule.num_steps) if progress else None
-        latents = ddim_sample(predict, x_T, schedule, guidance_scale=guidance_scale, rng=rng, progress=bar)
-        return self.decode(latents)
+        chosen = self.sampler(sampler, s["steps"] if steps is None else steps, eta, rng)
+        context, uncond = self.conditioning(prompts, negatives, image, height, width)
+        repeat = lambda rows: None if rows is None else np.repeat(rows, num_videos, axis=0)  # noqa: E731
+        predict = self.predictor(repeat(context), repeat(uncond), c["fps"] if fps is None else fps)
+        if latents is None:
+            x_T = rng.standard_normal(shape, dtype=np.float32)
+        elif tuple(np.shape(latents)) != shape:
+            raise ValueError(f"latents has shape {list(np.shape(latents))}, expected {list(shape)} (videos, latent "
+                             f"channels, frames, height/{c['vae_factor']}, width/{c['vae_factor']})")
+        else:
+            x_T = np.asarray(latents, dtype=np.float32)
+        bar = ProgressBar("sampling", len(chosen.timesteps)) if progress else None
+        result = denoise(predict, x_T, chosen, guidance_scale=guidance_scale, callback=callback, progress=bar)
+        if output_type == "video":
+            result = self.decode(result)
+            if isinstance(prompt, str) and num_videos == 1:
+                result = result[0]
+        return result
 
 
-def generate_video(prompt: str, *, bundle: str | Path | Bundle | VideoPipeline, image=None, steps: int | None = None,
-                   guidance_scale: float | None = None, eta: float | None = None, seed: int = 0,
-                   frames: int | None = None, fps: int | None = None, height: int | None = None,
-                   width: int | None = None, output: str | Path | None = None, progress: bool = True,
-                   backend: str = "auto") -> np.ndarray:
+OUTPUT_TYPES = ("video", "latent")
+
+
+def _prompt_list(prompts: str | Sequence[str], name: str, count: int | None = None) -> list[str]:
+    """A prompt string (for every video) or list of them (one each) as a list; ``count`` its expected length."""
+    if isinstance(prompts, str):
+        return [prompts] * (count or 1)
+    found = list(prompts)
+    if not found or not all(isinstance(p, str) for p in found):
+        raise ValueError(f"{name} must be a string or a non-empty list of strings, got {prompts!r}")
+    if count is not None and len(found) != count:
+        raise ValueError(f"{name} has {len(found)} entries, expected one per prompt ({count})")
+    return found
+
+
+def run_in_batches(session, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``session.run`` over the batch axis in pieces no larger than the profile's maximum batch."""
+    profile = session.component.profile
+    first = next(iter(feeds))
+    limit = profile[first]["max"][0] if first in profile else len(feeds[first])
+    total = len(feeds[first])
+    if total <= limit:
+        return session.run(feeds)
+    pieces = [session.run({k: v[start:start + limit] for k, v in feeds.items()}) for start in range(0, total, limit)]
+    return {name: np.concatenate([p[name] for p in pieces]) for name in pieces[0]}
+
+
+def generate_video(prompt: str | Sequence[str], *, bundle: str | Path | Bundle | VideoPipeline, image=None,
+                   negative_prompt: str | Sequence[str] | None = None, num_videos: int = 1, sampler: str = "ddim",
+                   steps: int | None = None, guidance_scale: float | None = None, eta: float | None = None,
+                   seed: int = 0, latents: np.ndarray | None = None, frames: int | None = None,
+                   fps: int | None = None, height: int | None = None, width: int | None = None,
+                   callback: StepCallback | None = None, output_type: str = "video",
+                   output: str | Path | None = None, progress: bool = True, backend: str = "auto") -> np.ndarray:
     """Generate a ``(T, H, W, 3)`` uint8 video; also write it as mp4 when ``output`` is given.
 
-    Defaults (steps, guidance scale, eta, frames, size, fps) are the bundle's, i.e. the
-    official inference script's for a released variant. An I2V bundle needs ``image``
-    (a path, PIL image or HxWx3 uint8 array); a T2V bundle refuses one. ``backend``:
-    ``"auto"`` (TensorRT engines of the bundle when they fit this GPU, else ONNX Runtime),
-    ``"onnxruntime"`` or ``"tensorrt"``.
+    Defaults (sampler DDIM, steps, guidance scale, eta, frames, size, fps) are the bundle's,
+    i.e. the official inference script's for a released variant. An I2V bundle needs
+    ``image`` (a path, PIL image or HxWx3 uint8 array); a T2V bundle refuses one.
+
+    - ``sampler``: ``"ddim"`` (official, default), ``"dpmpp-2m"`` or ``"unipc"`` (ODE
+      solvers: about 20 steps reach DDIM-50; they take no ``eta``).
+    - ``prompt`` may be a list, and ``num_videos`` videos are made per prompt: the result is
+      then ``(B, T, H, W, 3)`` and ``output`` is written as ``<stem>-<i><suffix>`` per video.
+    - ``negative_prompt``: the unconditional branch of guidance (default the official one, "").
+    - ``latents``: the initial noise ``(B, C, frames, height/8, width/8)`` instead of the seeded
+      draw; ``seed`` still seeds DDIM's per-step noise when eta > 0.
+    - ``callback(step, t, latents)`` after each step; returning False stops the run there.
+    - ``output_type="latent"`` returns the final latents without decoding (nothing is written).
+    - ``backend``: ``"auto"`` (TensorRT engines of the bundle when they fit this GPU, else ONNX
+      Runtime), ``"onnxruntime"`` or ``"tensorrt"``.
     """
     with pipeline_for(bundle, VideoPipeline, backend=backend) as pipeline:
-        video = pipeline.generate(prompt, image=image, steps=steps, guidance_scale=guidance_scale, eta=eta, seed=seed,
-                                  frames=frames, fps=fps, height=height, width=width, progress=progress)
+        result = pipeline.generate(prompt, image=image, negative_prompt=negative_prompt, num_videos=num_videos,
+                                   sampler=sampler, steps=steps, guidance_scale=guidance_scale, eta=eta, seed=seed,
+                                   latents=latents, frames=frames, fps=fps, height=height, width=width,
+                                   callback=callback, output_type=output_type, progress=progress)
         save_fps = pipeline.constants["save_fps"]
-    if output is not None:
-        write_mp4(video, output, save_fps)
-    return video
+    if output is not None and output_type == "video":
+        if result.ndim == 4:
+            write_mp4(result, output, save_fps)
+        else:
+            path = Path(output)
+            for index, video in enumerate(result):
+                write_mp4(video, path.with_name(f"{path.stem}-{index}{path.suffix}"), save_fps)
+    return result

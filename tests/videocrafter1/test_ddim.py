@@ -12,11 +12,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.videocrafter1.ddim import DDIMSchedule, ddim_sample
+from runtime.videocrafter1.ddim import DDIMSchedule
+from runtime.videocrafter1.sampling import DDIMSampler, denoise
 from tests.paths import REPO
 
 NUM_TIMESTEPS = 1000
 I2V_SCALE = dict(use_scale=True, scale_a=1.0, scale_b=0.7, mid_step=400, fix_scale_bug=False)
+CONSTANTS = dict(linear_start=0.00085, linear_end=0.012, num_timesteps=NUM_TIMESTEPS)
+
+
+def ddim_sampler(steps, eta, scale=None, rng=None) -> DDIMSampler:
+    sampler = DDIMSampler({**CONSTANTS, **(scale or {})}, eta=eta, rng=rng)
+    sampler.set_timesteps(steps)
+    return sampler
 
 
 def official_stride_overflows(steps: int) -> bool:
@@ -147,7 +155,7 @@ def fake_eps(x, t):
 def test_sampler_matches_float64_reference(scale, eta, guidance):
     steps = 20
     x_T = np.random.default_rng(3).standard_normal((2, 4, 3, 4, 4), dtype=np.float32)
-    schedule = DDIMSchedule.make(steps, eta=eta, **(scale or {}))
+    sampler = ddim_sampler(steps, eta, scale, rng=np.random.default_rng(7))
     calls, done = [], []
 
     def predict(x, t):
@@ -156,38 +164,34 @@ def test_sampler_matches_float64_reference(scale, eta, guidance):
         e_c, e_u = fake_eps(x, t)
         return e_c.astype(np.float32), (None if guidance == 1.0 else e_u.astype(np.float32))
 
-    got = ddim_sample(predict, x_T, schedule, guidance_scale=guidance, rng=np.random.default_rng(7),
-                      progress=done.append)
+    got = denoise(predict, x_T, sampler, guidance_scale=guidance, progress=done.append)
     noise_rng = np.random.default_rng(7)
     noises = [noise_rng.standard_normal(x_T.shape, dtype=np.float32) if eta else 0.0 for _ in range(steps)]
     expected = reference_sample(fake_eps, x_T, steps, eta, guidance, noises, scale)
     assert got.dtype == np.float32 and got.shape == x_T.shape
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=5e-4)
-    assert calls == list(schedule.timesteps[::-1]) and done == list(range(1, steps + 1))
+    assert calls == list(sampler.schedule.timesteps[::-1]) and done == list(range(1, steps + 1))
 
 
 def test_guidance_needs_the_unconditional_branch():
-    schedule = DDIMSchedule.make(5, eta=0.0)
     x_T = np.ones((1, 4, 2, 2, 2), np.float32)
     with pytest.raises(ValueError, match="unconditional eps"):
-        ddim_sample(lambda x, t: (x, None), x_T, schedule, guidance_scale=12.0)
+        denoise(lambda x, t: (x, None), x_T, ddim_sampler(5, 0.0), guidance_scale=12.0)
 
 
 def test_eta_needs_a_generator():
-    schedule = DDIMSchedule.make(5, eta=1.0)
     with pytest.raises(ValueError, match="rng"):
-        ddim_sample(lambda x, t: (x, x), np.ones((1, 4), np.float32), schedule, guidance_scale=2.0)
+        ddim_sampler(5, 1.0)
 
 
 def test_eta_zero_is_deterministic_and_draws_no_noise():
-    schedule = DDIMSchedule.make(10, eta=0.0, **I2V_SCALE)
     x_T = np.random.default_rng(0).standard_normal((1, 4, 2, 3, 3), dtype=np.float32)
     rng = np.random.default_rng(1)
     state = rng.bit_generator.state
-    first = ddim_sample(lambda x, t: (0.1 * x, 0.2 * x), x_T, schedule, guidance_scale=3.0, rng=rng)
+    first = denoise(lambda x, t: (0.1 * x, 0.2 * x), x_T, ddim_sampler(10, 0.0, I2V_SCALE, rng), guidance_scale=3.0)
     assert rng.bit_generator.state == state
-    np.testing.assert_array_equal(first, ddim_sample(lambda x, t: (0.1 * x, 0.2 * x), x_T, schedule,
-                                                     guidance_scale=3.0))
+    np.testing.assert_array_equal(first, denoise(lambda x, t: (0.1 * x, 0.2 * x), x_T, ddim_sampler(10, 0.0, I2V_SCALE),
+                                                 guidance_scale=3.0))
 
 
 def test_runtime_ddim_does_not_import_torch():
