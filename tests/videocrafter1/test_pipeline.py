@@ -6,12 +6,14 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 import runtime
 from export.videocrafter1.bundle import build_modules, export_bundle
 from export.videocrafter1.presets import tiny_t2v
 from export.videocrafter1.reference_pipeline import generate_video_torch
 from runtime.bundle import BundleError
+from runtime.tokenizer import ClipTokenizer
 from runtime.video_io import read_video
 from runtime.arrays import psnr
 
@@ -82,3 +84,134 @@ def test_runtime_import_has_no_torch():
 
     code = "import sys, runtime; assert 'torch' not in sys.modules, 'runtime imported torch'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---------------------------------------------------------------- samplers and the diffusers-style call
+
+SMALL = dict(frames=8, height=64, width=64, progress=False)
+
+
+class Recorder:
+    """A session proxy that records the batch of every run."""
+
+    def __init__(self, session):
+        self.session, self.component, self.batches = session, session.component, []
+
+    def run(self, feeds):
+        self.batches.append(len(next(iter(feeds.values()))))
+        return self.session.run(feeds)
+
+
+@pytest.fixture
+def recorded(pipeline):
+    unet, decoder = pipeline.unet, pipeline.vae_decoder
+    pipeline.unet, pipeline.vae_decoder = Recorder(unet), Recorder(decoder)
+    yield pipeline
+    pipeline.unet, pipeline.vae_decoder = unet, decoder
+
+
+def relative(found: np.ndarray, expected: np.ndarray) -> float:
+    return float(np.abs(found - expected).max() / np.abs(expected).max())
+
+
+@torch.no_grad()
+def torch_latents_with_diffusers(modules, constants, x_T, scheduler, guidance_scale):
+    """The torch modules driven by a diffusers scheduler: guided eps of the official prompt pair, step by step."""
+    tokens = ClipTokenizer()([PROMPT, constants["uncond_prompt"]], context_length=constants["context_length"])
+    context = modules["text_encoder"](torch.from_numpy(tokens))
+    x = torch.from_numpy(x_T)
+    for t in scheduler.timesteps:
+        timesteps = torch.full((1,), int(t), dtype=torch.int64)
+        e_cond, e_uncond = (modules["unet"](x, timesteps, context[i:i + 1]) for i in (0, 1))
+        x = scheduler.step(e_uncond + guidance_scale * (e_cond - e_uncond), t, x).prev_sample
+    return x.numpy()
+
+
+def test_dpmpp_pipeline_matches_torch_modules_with_diffusers(pipeline):
+    from diffusers import DPMSolverMultistepScheduler
+
+    assert not pipeline.constants["fps_cond"]
+    x_T = np.random.default_rng(4).standard_normal((1, 4, 8, 8, 8), dtype=np.float32)
+    found = pipeline.generate(PROMPT, sampler="dpmpp-2m", steps=6, guidance_scale=7.5, latents=x_T,
+                              output_type="latent", **SMALL)
+    s = pipeline.constants["sampler"]
+    scheduler = DPMSolverMultistepScheduler(beta_start=s["linear_start"], beta_end=s["linear_end"],
+                                            beta_schedule="scaled_linear", final_sigmas_type="sigma_min")
+    scheduler.set_timesteps(timesteps=[int(t) for t in np.arange(5, -1, -1) * (1000 // 6) + 1])  # 831, …, 1
+    expected = torch_latents_with_diffusers(build_modules(tiny_t2v(), None, trust=False, seed=0),
+                                            pipeline.constants, x_T, scheduler, 7.5)
+    assert found.shape == x_T.shape and relative(found, expected) < 1e-4
+
+
+@pytest.mark.parametrize("sampler, eta", [("dpmpp-2m", None), ("unipc", None), ("ddim", 0.0)])
+def test_latents_reproduce_a_seeded_run_bit_for_bit(pipeline, sampler, eta):
+    seeded = pipeline.generate(PROMPT, sampler=sampler, eta=eta, steps=4, seed=3, output_type="latent", **SMALL)
+    x_T = np.random.default_rng(3).standard_normal((1, 4, 8, 8, 8), dtype=np.float32)
+    again = pipeline.generate(PROMPT, sampler=sampler, eta=eta, steps=4, seed=99, latents=x_T, output_type="latent",
+                              **SMALL)
+    assert np.array_equal(seeded, again)
+    with pytest.raises(ValueError, match=r"latents has shape \[1, 4, 8, 4, 8\], expected \[1, 4, 8, 8, 8\]"):
+        pipeline.generate(PROMPT, steps=2, latents=x_T[:, :, :, :4], **SMALL)
+
+
+def test_negative_prompt_is_the_unconditional_branch(pipeline):
+    kwargs = dict(steps=4, guidance_scale=7.5, eta=1.0, seed=5, frames=8, height=64, width=64)
+    default = pipeline.generate(PROMPT, progress=False, **kwargs)
+    assert np.array_equal(default, pipeline.generate(PROMPT, negative_prompt="", progress=False, **kwargs))
+    negative = pipeline.generate(PROMPT, negative_prompt="blurry, low quality", progress=False, **kwargs)
+    modules = build_modules(tiny_t2v(), None, trust=False, seed=0)
+    reference = generate_video_torch(modules, {**pipeline.constants, "uncond_prompt": "blurry, low quality"},
+                                     PROMPT, **kwargs)
+    # the tiny random text encoder separates prompts weakly: 90 dB to the reference, under 50 dB to the default
+    assert psnr(negative, reference) >= 70.0 and psnr(negative, default) < 60.0
+    with pytest.raises(ValueError, match=r"negative_prompt has 1 entries, expected one per prompt \(2\)"):
+        pipeline.generate([PROMPT, "a cat"], negative_prompt=["blurry"], steps=1, **SMALL)
+
+
+def test_prompts_batched_equal_single_runs_within_the_profile(recorded):
+    prompts = [PROMPT, "a red car in the snow", "fireworks over a city"]
+    noise = np.random.default_rng(6).standard_normal((3, 1, 4, 8, 8, 8), dtype=np.float32)
+    batched = recorded.generate(prompts, sampler="dpmpp-2m", steps=3, latents=noise[:, 0], output_type="latent",
+                                **SMALL)
+    assert max(recorded.unet.batches) == recorded.unet.component.profile["x"]["max"][0] == 4
+    assert recorded.unet.batches[:2] == [4, 2]  # 3 videos x 2 guidance branches in pieces of the profile's 4
+    for index, prompt in enumerate(prompts):
+        single = recorded.generate(prompt, sampler="dpmpp-2m", steps=3, latents=noise[index], output_type="latent",
+                                   **SMALL)
+        assert relative(batched[index:index + 1], single) < 1e-5
+    videos = recorded.generate(PROMPT, num_videos=2, sampler="dpmpp-2m", steps=2, seed=1, **SMALL)
+    assert videos.shape == (2, 8, 64, 64, 3) and not np.array_equal(videos[0], videos[1])
+    with pytest.raises(ValueError, match="num_videos must be a positive integer, got 0"):
+        recorded.generate(PROMPT, num_videos=0, steps=1, **SMALL)
+
+
+def test_callback_sees_every_step_and_can_stop_the_run(recorded):
+    seen = []
+
+    def callback(step, t, latents):
+        seen.append((step, t, latents.copy()))
+        return step < 2
+
+    stopped = recorded.generate(PROMPT, sampler="unipc", steps=10, callback=callback, output_type="latent", **SMALL)
+    assert [(s, t) for s, t, _ in seen] == [(0, 901), (1, 801), (2, 701)]
+    assert len(recorded.unet.batches) == 3 and np.array_equal(stopped, seen[-1][2])
+
+
+def test_latent_output_skips_decoding(recorded):
+    latents = recorded.generate(PROMPT, sampler="dpmpp-2m", steps=2, seed=2, output_type="latent", **SMALL)
+    assert latents.shape == (1, 4, 8, 8, 8) and latents.dtype == np.float32 and recorded.vae_decoder.batches == []
+    video = recorded.generate(PROMPT, sampler="dpmpp-2m", steps=2, seed=2, **SMALL)
+    assert len(recorded.vae_decoder.batches) == 8 and np.array_equal(recorded.decode(latents)[0], video)
+    with pytest.raises(ValueError, match="output_type must be one of video, latent, got 'pil'"):
+        recorded.generate(PROMPT, steps=1, output_type="pil", **SMALL)
+
+
+def test_generate_video_with_a_solver_and_a_batch_writes_one_mp4_per_video(tiny, tmp_path):
+    out = tmp_path / "clip.mp4"
+    videos = runtime.generate_video([PROMPT, "a cat"], bundle=tiny[0], sampler="dpmpp-2m", steps=3, output=out,
+                                    progress=False)
+    assert videos.shape == (2, 8, 64, 64, 3)
+    for index in (0, 1):
+        assert np.array_equal(read_video(tmp_path / f"clip-{index}.mp4").shape, videos[index].shape)
+    with pytest.raises(ValueError, match="eta 1.0 applies to the ddim sampler only"):
+        runtime.generate_video(PROMPT, bundle=tiny[0], sampler="dpmpp-2m", eta=1.0, progress=False)
