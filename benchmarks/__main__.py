@@ -19,6 +19,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from benchmarks import samplers
 from benchmarks.figures import line_plot
 from benchmarks.measure import FamilyReport, Row
 from runtime.bundle import MANIFEST, Bundle
@@ -139,6 +140,9 @@ def summary(result: dict) -> str:
                          f"outside graphs {b['outside_graphs_s'] * 1e3:.1f} ms ({b['outside_graphs_share']:.1%})")
             lines.append(f"{name} {b['bundle']}: sampler {b['sampler_s'] * 1e3:.1f} ms, of which numpy outside the "
                          f"UNet {b['sampler_numpy_s'] * 1e3:.2f} ms ({b['sampler_numpy_share']:.2%})")
+        convergence = family["figures"].get("sampler_convergence")
+        if convergence:
+            lines += samplers.table(convergence["bundle"], convergence)
         lines += [f"note: {n}" for n in family["notes"]]
     lines += [f"plot: {p}" for p in result["plots"]]
     return "\n".join(lines)

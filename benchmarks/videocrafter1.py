@@ -12,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks import samplers
 from benchmarks.measure import FamilyReport, Row, TimedSession, graph_flops, measure
 from runtime.bundle import Bundle
-from runtime.videocrafter1.ddim import ddim_sample
+from runtime.videocrafter1.sampling import denoise
 from runtime.backends import open_session
 from runtime.videocrafter1 import VideoPipeline
 
@@ -120,10 +121,10 @@ def _end_to_end(bundle: Bundle, config, gflop: dict[str, float], steps: int, rep
     with torch.inference_mode():
         torch_time = measure(lambda: generate_video_torch(modules, c, PROMPT, image_rgb=image, **args), repeats)
 
-    schedule = pipeline.schedule(steps, args["eta"])
-    total_gflop = (gflop["text_encoder"] + schedule.num_steps * gflop["unet"] + c["frames"] * gflop["vae_decoder"]
+    unet_calls = len(pipeline.sampler("ddim", steps, args["eta"], np.random.default_rng(0)).timesteps)
+    total_gflop = (gflop["text_encoder"] + unet_calls * gflop["unet"] + c["frames"] * gflop["vae_decoder"]
                    + (gflop["image_encoder"] + gflop["image_proj"] if pipeline.is_i2v else 0.0))
-    row = Row(FAMILY, bundle.manifest.variant, f"generate_video ({schedule.num_steps} steps)",
+    row = Row(FAMILY, bundle.manifest.variant, f"generate_video ({unet_calls} steps)",
               f"{c['frames']}x{c['height']}x{c['width']}", "onnxruntime", runtime_time.median_s * 1e3,
               torch_time.median_s * 1e3, total_gflop, runtime_time.peak_mb, torch_time.peak_mb)
 
@@ -137,12 +138,14 @@ def _end_to_end(bundle: Bundle, config, gflop: dict[str, float], steps: int, rep
     graphs = dict(clock)
 
     clock.clear()
-    context, uncond = pipeline.conditioning(PROMPT, image, args["guidance_scale"] != 1.0, c["height"], c["width"])
+    negatives = [c["uncond_prompt"]] if args["guidance_scale"] != 1.0 else None
+    context, uncond = pipeline.conditioning([PROMPT], negatives, image, c["height"], c["width"])
     predict = pipeline.predictor(context, uncond, c["fps"])
     rng = np.random.default_rng(0)
-    x_T = rng.standard_normal(pipeline.latent_shape(c["frames"], c["height"], c["width"]), dtype=np.float32)
+    x_T = rng.standard_normal(pipeline.latent_shape(1, c["frames"], c["height"], c["width"]), dtype=np.float32)
+    sampler = pipeline.sampler("ddim", steps, args["eta"], rng)
     start = time.perf_counter()
-    ddim_sample(predict, x_T, schedule, guidance_scale=args["guidance_scale"], rng=rng)
+    denoise(predict, x_T, sampler, guidance_scale=args["guidance_scale"])
     sampler_total = time.perf_counter() - start
     breakdown = {
         "bundle": bundle.manifest.variant,
@@ -192,8 +195,20 @@ def bench(bundles: list[Path], *, quick: bool, repeats: int) -> FamilyReport:
                                      repeats)
         report.rows.append(row)
         breakdowns.append(breakdown)
+        if bundle.pipeline["mode"] != "i2v" and "sampler_convergence" not in report.figures:
+            report.figures["sampler_convergence"] = _sampler_convergence(bundle, report, repeats)
     report.figures["end_to_end_breakdown"] = breakdowns
     return report
+
+
+def _sampler_convergence(bundle: Bundle, report: FamilyReport, repeats: int) -> dict:
+    """The samplers' convergence report on a T2V bundle: figures, table rows and the plot."""
+    with VideoPipeline(bundle) as pipeline:
+        found = samplers.convergence(pipeline, PROMPT, repeats=repeats)
+    variant = bundle.manifest.variant
+    report.rows += samplers.rows(variant, found)
+    report.plots.append(samplers.plot(variant, found))
+    return {"bundle": variant, **found}
 
 
 def _scaling_plots(variant: str, rows: list[Row]) -> list[dict]:

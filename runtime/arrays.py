@@ -47,3 +47,8 @@ def psnr(reference: np.ndarray, found: np.ndarray, peak: float = 255.0) -> float
     """PSNR in dB of two images or videos (uint8 by default: ``peak`` 255); inf when identical."""
     mse = float(np.mean((np.asarray(reference, np.float64) - np.asarray(found, np.float64)) ** 2))
     return 10.0 * math.log10(peak ** 2 / mse) if mse else float("inf")
+
+
+def max_relative_error(reference: np.ndarray, found: np.ndarray) -> float:
+    """The largest absolute error over the largest reference magnitude (e.g. sampler against sampler)."""
+    return agreement(reference, found).max_abs / float(np.abs(np.asarray(reference, np.float64)).max())

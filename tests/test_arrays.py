@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from runtime.arrays import agreement, psnr, softmax
+from runtime.arrays import agreement, max_relative_error, psnr, softmax
 
 
 def test_agreement_on_hand_computed_values():
@@ -29,3 +29,8 @@ def test_psnr_and_softmax():
     assert psnr(a, a) == math.inf
     p = softmax(np.array([[1000.0, 1000.0, -1000.0]]))
     np.testing.assert_allclose(p, [[0.5, 0.5, 0.0]])
+
+
+def test_max_relative_error_on_hand_computed_values():
+    assert max_relative_error(np.array([1.0, -4.0]), np.array([1.5, -4.0])) == 0.125  # 0.5 / 4
+    assert max_relative_error(np.ones((2, 2), np.float32), np.ones((2, 2), np.float32)) == 0.0

@@ -1,10 +1,14 @@
-"""The AiT and ImageBind benchmark suites in quick mode on tiny bundles (figures present, finite, positive)."""
+"""The AiT and ImageBind benchmark suites in quick mode on tiny bundles (figures present, finite, positive), and the
+VideoCrafter sampler convergence report."""
 from __future__ import annotations
 
 import json
 import math
 import subprocess
 import sys
+
+import numpy as np
+import pytest
 
 import benchmarks.__main__ as bench
 from benchmarks.figures import line_plot
@@ -78,3 +82,37 @@ def test_import_runtime_stays_torch_free():
     code = "import sys, runtime, benchmarks, benchmarks.ait, benchmarks.imagebind; " \
            "sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_sampler_convergence_on_the_tiny_t2v_bundle(tmp_path):
+    from benchmarks import samplers
+    from export.videocrafter1.bundle import export_bundle
+    from export.videocrafter1.presets import tiny_t2v
+    from runtime.videocrafter1 import VideoPipeline
+
+    export_bundle(tiny_t2v(), tmp_path / "t2v", seed=0, log=lambda line: None)
+    with VideoPipeline(tmp_path / "t2v") as pipeline:
+        report = samplers.convergence(pipeline, "a corgi", repeats=1, steps=(2, 5, 10), reference_steps=80,
+                                      target_steps=10)
+    official, same_start = (report["tables"][k]["distance"] for k in ("official", "same_start"))
+    assert set(official) == {"ddim", "dpmpp-2m", "unipc"}
+    assert set(same_start) == {samplers.ORDER_1, "dpmpp-2m", "unipc"}
+    for name, by_steps in same_start.items():  # discretization error alone: falls with steps
+        assert by_steps[2] > by_steps[5] > by_steps[10] > 0, (name, by_steps)
+    for name in ("dpmpp-2m", "unipc"):  # second order beats first at equal steps and start
+        assert same_start[name][10] < same_start[samplers.ORDER_1][10], (name, same_start)
+    assert report["target_distance"] == official["ddim"][10] and report["matched"]["ddim"]["steps"] == 10
+    for name, matched in report["matched"].items():
+        assert matched["steps"] == samplers.matching_steps(official[name], report["target_distance"])
+        assert matched["steps"] is None or _finite_positive(matched["end_to_end_s"])
+    lines = samplers.table("tiny-t2v", report)
+    assert len(lines) == 15 and lines[5].startswith("| ddim | ")
+    _check_rows(samplers.rows("tiny-t2v", report))
+
+
+def test_matching_steps_is_the_fewest_steps_within_the_target():
+    from benchmarks import samplers
+
+    assert samplers.matching_steps({10: 0.3, 15: 0.1, 20: 0.05}, 0.1) == 15
+    assert samplers.matching_steps({10: 0.3}, 0.1) is None
+    assert samplers.relative_distance(np.array([3.0, 4.0]), np.array([3.0, 4.5])) == pytest.approx(0.1)

@@ -27,8 +27,8 @@ class DPMSolverMultistep(MultistepSolver):
     max_order = 2
 
     def __init__(self, sampler: Mapping, *, order: int = 2, lower_order_final: bool = True,
-                 euler_at_final: bool = False, final: str = "sigma_min"):
-        super().__init__(sampler, order=order, lower_order_final=lower_order_final, final=final)
+                 euler_at_final: bool = False, spacing: str = "linspace", final: str = "sigma_min"):
+        super().__init__(sampler, order=order, lower_order_final=lower_order_final, spacing=spacing, final=final)
         self.euler_at_final = euler_at_final
 
     def _first_order_at_end(self) -> bool:

@@ -8,9 +8,13 @@ multiplies it by scale_prev on the way down: the same process with the signal
 scale α_t = sqrt(ᾱ_t)·scale_t and the noise scale unchanged, which is how the
 solvers here take it (their first-order step is then exactly that DDIM with eta 0).
 
-The timesteps are the official ones (``1 + k·(N // steps)``, diffusers' DDIM
-``leading`` spacing with ``steps_offset=1``), exactly ``steps`` of them, or any
-strictly decreasing list given as ``timesteps=``. After the last timestep the
+The timesteps are spaced as diffusers' ``linspace`` (its default for these
+solvers: ``linspace(0, N−1, steps+1)`` rounded, the first ``steps`` from the top,
+so every step count starts at N−1 where the initial noise belongs) or as the
+official DDIM's (``leading``: ``1 + k·(N // steps)``, diffusers' ``leading`` with
+``steps_offset=1`` as its DDIM has it; the start drops with fewer steps, e.g. 901
+at 10 steps), exactly ``steps`` of them; or any strictly decreasing list given as
+``timesteps=``. After the last timestep the
 solvers land on timestep 0 (``final="sigma_min"``, where the official DDIM ends:
 ᾱ_0) or on the clean latent (``final="zero"``, diffusers' default).
 The per-step constants are float64; the arrays are updated in float32.
@@ -25,13 +29,18 @@ import numpy as np
 from runtime.videocrafter1.ddim import SCALE_KEYS, alphas_cumprod, scale_array
 
 FINALS = ("sigma_min", "zero")
+SPACINGS = ("linspace", "leading")
 
 
-def official_timesteps(steps: int, num_timesteps: int) -> np.ndarray:
-    """``1 + k·(num_timesteps // steps)`` for k = steps−1 … 0 (descending), exactly ``steps`` of them."""
+def spaced_timesteps(steps: int, num_timesteps: int, spacing: str) -> np.ndarray:
+    """``steps`` descending timesteps: ``linspace`` from num_timesteps − 1, or ``leading`` (the official DDIM's)."""
     if not 1 <= steps < num_timesteps:
         raise ValueError(f"steps must be in [1, {num_timesteps - 1}], got {steps}")
-    return (np.arange(steps - 1, -1, -1, dtype=np.int64) * (num_timesteps // steps)) + 1
+    if spacing == "linspace":
+        return np.linspace(0, num_timesteps - 1, steps + 1).round()[::-1][:-1].astype(np.int64)
+    if spacing == "leading":
+        return (np.arange(steps - 1, -1, -1, dtype=np.int64) * (num_timesteps // steps)) + 1
+    raise ValueError(f"spacing must be one of {', '.join(SPACINGS)}, got {spacing!r}")
 
 
 def _checked_timesteps(timesteps: Sequence[int], num_timesteps: int) -> np.ndarray:
@@ -55,15 +64,16 @@ class NoiseSchedule:
 
     @classmethod
     def make(cls, sampler: Mapping, *, steps: int | None = None, timesteps: Sequence[int] | None = None,
-             final: str = "sigma_min") -> "NoiseSchedule":
+             spacing: str = "linspace", final: str = "sigma_min") -> "NoiseSchedule":
         """The schedule of a bundle's sampler constants (``linear_start``, ``linear_end``, ``num_timesteps``
-        and the scale keys where they apply) for ``steps`` official timesteps or the given ``timesteps``."""
+        and the scale keys where they apply) for ``steps`` timesteps spaced by ``spacing``, or the given
+        ``timesteps``."""
         if (steps is None) == (timesteps is None):
             raise ValueError("pass exactly one of steps= and timesteps=")
         if final not in FINALS:
             raise ValueError(f"final must be one of {', '.join(FINALS)}, got {final!r}")
         num = sampler["num_timesteps"]
-        chosen = official_timesteps(steps, num) if timesteps is None else _checked_timesteps(timesteps, num)
+        chosen = spaced_timesteps(steps, num, spacing) if timesteps is None else _checked_timesteps(timesteps, num)
         cumprod = alphas_cumprod(sampler["linear_start"], sampler["linear_end"], num).astype(np.float64)
         signal = np.sqrt(cumprod)
         if sampler.get("use_scale"):
@@ -96,17 +106,18 @@ class MultistepSolver:
     name = ""
     max_order = 1
 
-    def __init__(self, sampler: Mapping, *, order: int, lower_order_final: bool = True, final: str = "sigma_min"):
+    def __init__(self, sampler: Mapping, *, order: int, lower_order_final: bool = True, spacing: str = "linspace",
+                 final: str = "sigma_min"):
         if not 1 <= order <= self.max_order:
             raise ValueError(f"{self.name}: order must be in [1, {self.max_order}], got {order}")
-        if final not in FINALS:
-            raise ValueError(f"final must be one of {', '.join(FINALS)}, got {final!r}")
-        self.constants, self.order, self.lower_order_final, self.final = sampler, order, lower_order_final, final
+        self.constants, self.order, self.lower_order_final = sampler, order, lower_order_final
+        self.spacing, self.final = spacing, final
         self.schedule: NoiseSchedule | None = None
 
     def set_timesteps(self, steps: int | None = None, *, timesteps: Sequence[int] | None = None) -> None:
-        """Build the schedule for ``steps`` official timesteps (or the given ones) and start a new run."""
-        self.schedule = NoiseSchedule.make(self.constants, steps=steps, timesteps=timesteps, final=self.final)
+        """Build the schedule for ``steps`` spaced timesteps (or the given ones) and start a new run."""
+        self.schedule = NoiseSchedule.make(self.constants, steps=steps, timesteps=timesteps, spacing=self.spacing,
+                                           final=self.final)
         self.step_index = 0
         self.model_outputs: list[np.ndarray] = []  # x0 predictions, oldest first, at most ``order``
         self.lower_order_nums = 0

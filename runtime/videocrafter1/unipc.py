@@ -24,8 +24,8 @@ class UniPCMultistep(MultistepSolver):
     max_order = 3
 
     def __init__(self, sampler: Mapping, *, order: int = 2, lower_order_final: bool = True,
-                 disable_corrector: tuple[int, ...] = (), final: str = "sigma_min"):
-        super().__init__(sampler, order=order, lower_order_final=lower_order_final, final=final)
+                 disable_corrector: tuple[int, ...] = (), spacing: str = "linspace", final: str = "sigma_min"):
+        super().__init__(sampler, order=order, lower_order_final=lower_order_final, spacing=spacing, final=final)
         self.disable_corrector = tuple(disable_corrector)
 
     def set_timesteps(self, steps: int | None = None, *, timesteps=None) -> None:

@@ -7,8 +7,9 @@ import pytest
 import torch
 from diffusers import DPMSolverMultistepScheduler, UniPCMultistepScheduler
 
+from runtime.arrays import max_relative_error
 from runtime.videocrafter1.dpm_solver import DPMSolverMultistep
-from runtime.videocrafter1.multistep import official_timesteps
+from runtime.videocrafter1.multistep import spaced_timesteps
 from runtime.videocrafter1.sampling import SAMPLERS, denoise, make_sampler
 from runtime.videocrafter1.unipc import UniPCMultistep
 
@@ -26,9 +27,6 @@ def fake_eps(x: np.ndarray, t: int) -> np.ndarray:
     return (np.tanh(0.7 * x + np.float32(np.sin(t / 97.0))) + 0.3 * field).astype(np.float32)
 
 
-def relative(found: np.ndarray, expected: np.ndarray) -> float:
-    return float(np.abs(found - expected).max() / np.abs(expected).max())
-
 
 def step_for_step(ours, theirs, timesteps) -> None:
     """Run both on their own samples with the same 'UNet'; every step's sample agrees to 1e-5 relative."""
@@ -40,24 +38,37 @@ def step_for_step(ours, theirs, timesteps) -> None:
         eps = torch.from_numpy(fake_eps(x_theirs.numpy(), int(t)))
         x_theirs = theirs.step(eps, int(t), x_theirs).prev_sample
         assert x.dtype == np.float32
-        assert relative(x, x_theirs.numpy()) <= 1e-5, f"step {index} (t={t}): {relative(x, x_theirs.numpy()):.2e}"
+        error = max_relative_error(x_theirs.numpy(), x)
+        assert error <= 1e-5, f"step {index} (t={t}): {error:.2e}"
 
 
 @pytest.mark.parametrize("final", ["sigma_min", "zero"])
 @pytest.mark.parametrize("order", [1, 2])
-@pytest.mark.parametrize("steps", [10, 20, 25, 50])
-def test_dpmpp_equals_diffusers_on_the_official_timesteps(steps, order, final):
+@pytest.mark.parametrize("steps", [10, 15, 20, 25, 50])
+def test_dpmpp_equals_diffusers(steps, order, final):
     ours = DPMSolverMultistep(CONSTANTS, order=order, final=final)
     ours.set_timesteps(steps)
+    theirs = DPMSolverMultistepScheduler(**{**DIFFUSERS, "timestep_spacing": "linspace"}, solver_order=order,
+                                         final_sigmas_type=final)
+    theirs.set_timesteps(steps)
+    step_for_step(ours, theirs, theirs.timesteps)
+
+
+@pytest.mark.parametrize("final", ["sigma_min", "zero"])
+@pytest.mark.parametrize("steps", [10, 20, 25, 50])
+def test_dpmpp_equals_diffusers_on_the_official_timesteps(steps, final):
+    ours = DPMSolverMultistep(CONSTANTS, spacing="leading", final=final)
+    ours.set_timesteps(steps)
     assert list(ours.timesteps) == list(range(1, 1000, 1000 // steps))[::-1]
-    theirs = DPMSolverMultistepScheduler(**DIFFUSERS, solver_order=order, final_sigmas_type=final)
+    theirs = DPMSolverMultistepScheduler(**DIFFUSERS, final_sigmas_type=final)
     theirs.set_timesteps(timesteps=[int(t) for t in ours.timesteps])
     step_for_step(ours, theirs, theirs.timesteps)
 
 
 @pytest.mark.parametrize("euler_at_final", [False, True])
 @pytest.mark.parametrize("steps", [8, 15, 30])
-def test_dpmpp_equals_diffusers_on_its_leading_timesteps(steps, euler_at_final):
+def test_dpmpp_equals_diffusers_on_its_own_leading_timesteps(steps, euler_at_final):
+    """diffusers' DPM-Solver "leading" spaces by N // (steps + 1): given to ours as timesteps=."""
     theirs = DPMSolverMultistepScheduler(**DIFFUSERS, final_sigmas_type="sigma_min", euler_at_final=euler_at_final)
     theirs.set_timesteps(steps)
     ours = DPMSolverMultistep(CONSTANTS, euler_at_final=euler_at_final)
@@ -69,10 +80,11 @@ def test_dpmpp_equals_diffusers_on_its_leading_timesteps(steps, euler_at_final):
 @pytest.mark.parametrize("order", [1, 2, 3])
 @pytest.mark.parametrize("steps", [10, 15, 20, 25])
 def test_unipc_equals_diffusers(steps, order, final):
-    theirs = UniPCMultistepScheduler(**DIFFUSERS, solver_order=order, final_sigmas_type=final)
+    theirs = UniPCMultistepScheduler(**{**DIFFUSERS, "timestep_spacing": "linspace"}, solver_order=order,
+                                     final_sigmas_type=final)
     theirs.set_timesteps(steps)
     ours = UniPCMultistep(CONSTANTS, order=order, final=final)
-    ours.set_timesteps(timesteps=theirs.timesteps.numpy())
+    ours.set_timesteps(steps)
     step_for_step(ours, theirs, theirs.timesteps)
 
 
@@ -94,14 +106,14 @@ def test_dpmpp_order_1_is_the_official_ddim_with_eta_0(steps, scale):
         return fake_eps(x, t), 0.5 * fake_eps(-x, t)
 
     ddim = denoise(predict, x_T, make_sampler("ddim", constants, steps, eta=0.0), guidance_scale=7.5)
-    first_order = DPMSolverMultistep(constants, order=1)
+    first_order = DPMSolverMultistep(constants, order=1, spacing="leading")
     first_order.set_timesteps(steps)
     dpm = denoise(predict, x_T, first_order, guidance_scale=7.5)
-    assert relative(dpm, ddim) <= 1e-5
+    assert max_relative_error(ddim, dpm) <= 1e-5
     # the scale schedule is not a no-op: ignoring it gives another result
-    plain = DPMSolverMultistep(CONSTANTS, order=1)
+    plain = DPMSolverMultistep(CONSTANTS, order=1, spacing="leading")
     plain.set_timesteps(steps)
-    assert (relative(denoise(predict, x_T, plain, guidance_scale=7.5), ddim) > 1e-3) == (scale is not None)
+    assert (max_relative_error(ddim, denoise(predict, x_T, plain, guidance_scale=7.5)) > 1e-3) == (scale is not None)
 
 
 def test_sampler_names_and_their_solvers():
@@ -140,20 +152,29 @@ def test_bad_timesteps(timesteps, message):
 def test_bad_solver_settings():
     with pytest.raises(ValueError, match=r"order must be in \[1, 2\], got 3"):
         DPMSolverMultistep(CONSTANTS, order=3)
-    with pytest.raises(ValueError, match="final must be one of sigma_min, zero"):
-        UniPCMultistep(CONSTANTS, final="last")
+    with pytest.raises(ValueError, match="final must be one of sigma_min, zero, got 'last'"):
+        UniPCMultistep(CONSTANTS, final="last").set_timesteps(10)
+    with pytest.raises(ValueError, match="spacing must be one of linspace, leading, got 'trailing'"):
+        DPMSolverMultistep(CONSTANTS, spacing="trailing").set_timesteps(10)
 
 
 def test_steps_out_of_order_are_refused():
     solver = make_sampler("dpmpp-2m", CONSTANTS, 10)
     x = np.zeros(SHAPE, np.float32)
-    with pytest.raises(ValueError, match=r"expected timestep 901 \(step 1 of 10\), got timestep 801"):
+    with pytest.raises(ValueError, match=r"expected timestep 999 \(step 1 of 10\), got timestep 801"):
         solver.step(x, 801, x)
     with pytest.raises(RuntimeError, match="call set_timesteps"):
-        UniPCMultistep(CONSTANTS).step(x, 901, x)
+        UniPCMultistep(CONSTANTS).step(x, 999, x)
 
 
-def test_official_timesteps_are_leading_spacing_with_offset_1():
+def test_spacings_are_diffusers_linspace_and_the_official_leading():
     for steps in (10, 15, 20, 25, 50):
         theirs = np.arange(0, steps) * (1000 // steps) + 1  # diffusers DDIMScheduler's "leading", steps_offset=1
-        np.testing.assert_array_equal(official_timesteps(steps, 1000), theirs[::-1])
+        np.testing.assert_array_equal(spaced_timesteps(steps, 1000, "leading"), theirs[::-1])
+        if 1000 % steps == 0:  # and the official DDIM's own
+            np.testing.assert_array_equal(spaced_timesteps(steps, 1000, "leading"),
+                                          make_sampler("ddim", CONSTANTS, steps, eta=0.0).timesteps)
+        linspace = DPMSolverMultistepScheduler(**{**DIFFUSERS, "timestep_spacing": "linspace"})
+        linspace.set_timesteps(steps)
+        np.testing.assert_array_equal(spaced_timesteps(steps, 1000, "linspace"), linspace.timesteps.numpy())
+        assert spaced_timesteps(steps, 1000, "linspace")[0] == 999
