@@ -108,6 +108,7 @@ def test_sampler_convergence_on_the_tiny_t2v_bundle(tmp_path):
     lines = samplers.table("tiny-t2v", report)
     assert len(lines) == 15 and lines[5].startswith("| ddim | ")
     _check_rows(samplers.rows("tiny-t2v", report))
+    assert report["baseline"]["steps"] == 10 and _finite_positive(report["baseline"]["end_to_end_s"])
 
 
 def test_matching_steps_is_the_fewest_steps_within_the_target():
