@@ -12,8 +12,8 @@ parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.R
 parser.add_argument("--bundle", default="bundles/videocrafter1-tiny-i2v")
 parser.add_argument("--image", default="samples/assets/beach.png", help="a png/jpg path (any size)")
 parser.add_argument("--prompt", default="a dog running on the beach, waves rolling in")
-parser.add_argument("--sampler", default="ddim", choices=list(SAMPLERS),
-                    help="ddim (official, default) or an ODE solver (dpmpp-2m, unipc) that needs fewer steps")
+parser.add_argument("--sampler", choices=list(SAMPLERS),
+                    help="default: the bundle's (ddim, official); or an ODE solver that needs fewer steps")
 parser.add_argument("--steps", type=int, help="sampler steps (default: the bundle's, 50 for the released variants)")
 parser.add_argument("--negative-prompt", help="the unconditional prompt of guidance (default: the official one)")
 parser.add_argument("--seed", type=int, default=123)

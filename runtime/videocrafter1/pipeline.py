@@ -126,7 +126,7 @@ class VideoPipeline(OwnsSessions):
         return make_sampler(name, s, steps, eta=eta, rng=rng)
 
     def generate(self, prompt: str | Sequence[str], *, image=None, negative_prompt: str | Sequence[str] | None = None,
-                 num_videos: int = 1, sampler: str = "ddim", steps: int | None = None,
+                 num_videos: int = 1, sampler: str | None = None, steps: int | None = None,
                  guidance_scale: float | None = None, eta: float | None = None, seed: int = 0,
                  latents: np.ndarray | None = None, frames: int | None = None, fps: int | None = None,
                  height: int | None = None, width: int | None = None, callback: StepCallback | None = None,
@@ -152,7 +152,8 @@ class VideoPipeline(OwnsSessions):
         width = c["width"] if width is None else width
         shape = self.latent_shape(len(prompts) * num_videos, c["frames"] if frames is None else frames, height, width)
         rng = np.random.default_rng(seed)
-        chosen = self.sampler(sampler, s["steps"] if steps is None else steps, eta, rng)
+        chosen = self.sampler(s["name"] if sampler is None else sampler, s["steps"] if steps is None else steps, eta,
+                              rng)
         context, uncond = self.conditioning(prompts, negatives, image, height, width)
         repeat = lambda rows: None if rows is None else np.repeat(rows, num_videos, axis=0)  # noqa: E731
         predict = self.predictor(repeat(context), repeat(uncond), c["fps"] if fps is None else fps)
@@ -200,7 +201,7 @@ def run_in_batches(session, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarra
 
 
 def generate_video(prompt: str | Sequence[str], *, bundle: str | Path | Bundle | VideoPipeline, image=None,
-                   negative_prompt: str | Sequence[str] | None = None, num_videos: int = 1, sampler: str = "ddim",
+                   negative_prompt: str | Sequence[str] | None = None, num_videos: int = 1, sampler: str | None = None,
                    steps: int | None = None, guidance_scale: float | None = None, eta: float | None = None,
                    seed: int = 0, latents: np.ndarray | None = None, frames: int | None = None,
                    fps: int | None = None, height: int | None = None, width: int | None = None,
@@ -212,8 +213,8 @@ def generate_video(prompt: str | Sequence[str], *, bundle: str | Path | Bundle |
     i.e. the official inference script's for a released variant. An I2V bundle needs
     ``image`` (a path, PIL image or HxWx3 uint8 array); a T2V bundle refuses one.
 
-    - ``sampler``: ``"ddim"`` (official, default), ``"dpmpp-2m"`` or ``"unipc"`` (ODE
-      solvers: about 20 steps reach DDIM-50; they take no ``eta``).
+    - ``sampler``: the bundle's (``"ddim"``, the official one), ``"dpmpp-2m"`` or ``"unipc"``
+      (multistep ODE solvers that need fewer steps; they take no ``eta``).
     - ``prompt`` may be a list, and ``num_videos`` videos are made per prompt: the result is
       then ``(B, T, H, W, 3)`` and ``output`` is written as ``<stem>-<i><suffix>`` per video.
     - ``negative_prompt``: the unconditional branch of guidance (default the official one, "").

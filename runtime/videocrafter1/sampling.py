@@ -65,7 +65,8 @@ def _ddim(sampler, eta, rng):
 def _no_eta(factory):
     def make(sampler, eta, rng):
         if eta:
-            raise ValueError(f"eta {eta} applies to the ddim sampler only; the ODE solvers take no eta (pass None or 0)")
+            raise ValueError(f"eta {eta} applies to the ddim sampler only; the ODE solvers take no eta "
+                             "(pass None or 0)")
         return factory(sampler)
     return make
 
