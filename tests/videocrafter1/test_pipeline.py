@@ -212,3 +212,17 @@ def test_generate_video_with_a_solver_and_a_batch_writes_one_mp4_per_video(tiny,
         assert np.array_equal(read_video(tmp_path / f"clip-{index}.mp4").shape, videos[index].shape)
     with pytest.raises(ValueError, match="eta 1.0 applies to the ddim sampler only"):
         runtime.generate_video(PROMPT, bundle=tiny[0], sampler="dpmpp-2m", eta=1.0, progress=False)
+
+
+def test_text_encoder_runs_in_profile_sized_pieces(recorded):
+    encoder = recorded.text_encoder
+    recorded.text_encoder = Recorder(encoder)
+    try:
+        prompts = [PROMPT, "a cat", "a red car"]
+        embedded = recorded.encode_text(prompts + [""] * 3)
+        assert recorded.text_encoder.batches == [4, 2]  # 6 prompts, profile max 4
+        singles = np.concatenate([recorded.encode_text([p]) for p in prompts + [""]])
+        assert max_relative_error(singles[:4], embedded[:4]) < 1e-5
+        assert max_relative_error(np.repeat(singles[3:], 2, axis=0), embedded[4:]) < 1e-5
+    finally:
+        recorded.text_encoder = encoder
