@@ -148,15 +148,16 @@ class VideoPipeline(OwnsSessions):
         if guidance_scale != 1.0:
             negatives = _prompt_list(c["uncond_prompt"] if negative_prompt is None else negative_prompt,
                                      "negative_prompt", len(prompts))
+            negatives = [n for n in negatives for _ in range(num_videos)]
+        videos = [p for p in prompts for _ in range(num_videos)]
         height = c["height"] if height is None else height
         width = c["width"] if width is None else width
-        shape = self.latent_shape(len(prompts) * num_videos, c["frames"] if frames is None else frames, height, width)
+        shape = self.latent_shape(len(videos), c["frames"] if frames is None else frames, height, width)
         rng = np.random.default_rng(seed)
         chosen = self.sampler(s["name"] if sampler is None else sampler, s["steps"] if steps is None else steps, eta,
                               rng)
-        context, uncond = self.conditioning(prompts, negatives, image, height, width)
-        repeat = lambda rows: None if rows is None else np.repeat(rows, num_videos, axis=0)  # noqa: E731
-        predict = self.predictor(repeat(context), repeat(uncond), c["fps"] if fps is None else fps)
+        context, uncond = self.conditioning(videos, negatives, image, height, width)
+        predict = self.predictor(context, uncond, c["fps"] if fps is None else fps)
         if latents is None:
             x_T = rng.standard_normal(shape, dtype=np.float32)
         elif tuple(np.shape(latents)) != shape:
