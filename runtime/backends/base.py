@@ -3,7 +3,7 @@
 Every session checks its inputs against the component's manifest entry (names,
 dtypes, shape ranges) before the backend sees them, and checks its outputs for
 NaN/Inf so an FP16 overflow is reported with the component's name; that is
-:class:`BaseSession`, which each backend module (``onnxrt``, ``trt``) subclasses
+:class:`BaseSession`, which each backend module (``onnxrt``, ``trt``, ``ov``) subclasses
 with its ``_infer``. Sessions are context managers; ``close()`` frees what the
 backend holds. Backends are named in one table and imported only when used.
 """
@@ -98,8 +98,9 @@ _REGISTRY = {
     "tensorrt": "runtime.backends.trt:TensorRTSession",
     "triton": "runtime.backends.triton:TritonSession",
     "triton-bls": "runtime.backends.triton:BlsSession",
+    "openvino": "runtime.backends.ov:OpenVINOSession",
 }
-AUTO_ORDER = ("tensorrt", "onnxruntime")  # ``auto`` takes the first usable one
+AUTO_ORDER = ("tensorrt", "openvino", "onnxruntime")  # ``auto`` takes the first usable one
 BACKENDS = (*_REGISTRY, "auto")
 
 
@@ -128,8 +129,10 @@ def open_session(bundle: Bundle, name: str, *, backend: str | Backend = "onnxrun
 
     ``auto`` picks the first backend of :data:`AUTO_ORDER` usable here: TensorRT when
     ``tensorrt`` imports and the bundle has an engine of this component for the local
-    GPU and TensorRT version, else ONNX Runtime; options meant for another backend
-    (``precision`` for TensorRT, ``providers`` and ``threads`` for ONNX Runtime) are dropped.
+    GPU and TensorRT version; else OpenVINO (FP32 unless ``precision`` says otherwise) when
+    ``openvino`` is installed, unless ONNX Runtime ``providers`` are asked for; else ONNX
+    Runtime. Options meant for another backend (``precision`` for TensorRT/OpenVINO,
+    ``providers`` for ONNX Runtime) are dropped.
     """
     if isinstance(backend, Backend):
         backend, options = backend.name, {**backend.options, **options}
