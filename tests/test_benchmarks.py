@@ -78,3 +78,38 @@ def test_import_runtime_stays_torch_free():
     code = "import sys, runtime, benchmarks, benchmarks.ait, benchmarks.imagebind; " \
            "sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_released_suites_score_every_backend_against_torch(tmp_path, monkeypatch):
+    """The released-size code path on the tiny presets: bundles exported into the cache folder once, INT8 of
+    ImageBind's vision encoder calibrated, torch first then every backend, each scored against torch."""
+    import pytest
+
+    from benchmarks import ait as bench_ait, imagebind as bench_imagebind
+    from benchmarks.released import cache_dir
+    from export.ait.presets import tiny_depth
+    from export.imagebind.presets import tiny
+
+    monkeypatch.setenv("EDGE_BENCH_CACHE", str(tmp_path / "cache"))
+    report = bench_imagebind.bench_released(repeats=1, log=lambda _: None, preset=tiny())
+    assert (cache_dir() / "imagebind-tiny" / "manifest.json").is_file()
+    vision = [r for r in report.rows if r.item == "vision encoder"]
+    backends = [(r.backend, r.precision) for r in vision]
+    openvino = pytest.importorskip("openvino") and [("openvino", p) for p in ("fp32", "bf16", "int8")]
+    assert backends == [("torch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "int8"), *openvino]
+    assert {r.item for r in report.rows} == {f"{m} encoder" for m in bench_imagebind.RELEASED_MODALITIES}
+    _check_rows(report.rows)
+    for row in report.rows:
+        # the graphs hold the torch module's weights: FP32 agrees with torch to rounding, BF16 to its 8 bits
+        # (measured: FP32 about 130 dB, BF16 about 45 dB, INT8 of the tiny vision encoder 35 dB)
+        cosine, snr = {"fp32": (0.99999, 60), "bf16": (0.999, 25), "int8": (0.99, 15)}[row.precision]
+        assert row.cosine >= cosine and (row.backend == "torch" or row.snr_db >= snr), row
+        fp32 = next(r for r in report.rows if (r.item, r.backend, r.precision) == (row.item, row.backend, "fp32"))
+        assert row.backend_fp32_ms == (None if row.precision == "fp32" else fp32.runtime_ms), row
+
+    report = bench_ait.bench_released(repeats=1, log=lambda _: None, config=tiny_depth())
+    steps = [r.item for r in report.rows if r.backend == "onnxruntime"]
+    last = tiny_depth().token_length - 1
+    assert steps == ["image encoder (Swin V2-B + encoder)",
+                     *(f"decoder step, past {p}" for p in (0, last // 2, last))]
+    assert all(r.cosine >= (0.999 if r.precision == "bf16" else 0.99999) for r in report.rows), report.rows

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from runtime.arrays import agreement
 from runtime.backends import OrtSession, open_session
 from runtime.backends.ov import OpenVINOSession, default_cache_dir, partial_shapes
 from runtime.bundle import Bundle, BundleError
@@ -55,10 +56,8 @@ def _compare(found: dict, reference: dict) -> list[tuple[str, float, float]]:
     rows = []
     for name, ref in reference.items():
         assert found[name].dtype == ref.dtype and found[name].shape == ref.shape
-        a, b = found[name].ravel().astype(np.float64), ref.ravel().astype(np.float64)
-        scale = max(np.abs(b).max(), 1e-12)
-        cosine = 1.0 if not a.any() and not b.any() else float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
-        rows.append((name, float(np.abs(a - b).max() / scale), cosine))
+        score = agreement(ref, found[name])
+        rows.append((name, score.max_abs / max(float(np.abs(ref).max()), 1e-12), score.cosine))
     return rows
 
 
