@@ -88,3 +88,24 @@ def test_pipeline_for_closes_only_the_pipelines_it_opened(bundle):
     assert not _is_closed(mine.first)  # the caller's pipeline stays open
     mine.close()
     assert _is_closed(mine.first) and _is_closed(mine.second)
+
+
+class _LowMemory(OwnsSessions):
+    def __init__(self, bundle, memory="low"):
+        self.first = self._open(bundle, "double", "onnxruntime", memory)
+        self.second = self._open(bundle, "double", "onnxruntime", memory)
+
+
+def test_low_memory_sessions_open_on_use_one_at_a_time(bundle):
+    x = np.arange(3, dtype=np.float32).reshape(1, 3)
+    with _LowMemory(bundle) as pipeline:
+        assert not pipeline.first.is_open and not pipeline.second.is_open  # nothing opened up front
+        assert pipeline.first.component.name == "double"
+        np.testing.assert_array_equal(pipeline.first.run({"x": x})["y"], 2 * x)
+        np.testing.assert_array_equal(pipeline.first.run({"x": x})["y"], 2 * x)
+        assert pipeline.first.is_open and not pipeline.second.is_open
+        np.testing.assert_array_equal(pipeline.second.run({"x": x})["y"], 2 * x)
+        assert pipeline.second.is_open and not pipeline.first.is_open  # the first was freed
+    assert not pipeline.second.is_open
+    with pytest.raises(ValueError, match="memory must be one of normal, low, found 'tiny'"):
+        _LowMemory(bundle, memory="tiny")

@@ -27,19 +27,24 @@ def _open(bundle: str | Path | Bundle) -> Bundle:
 
 
 class VideoPipeline(OwnsSessions):
-    """The opened graphs and constants of one VideoCrafter1 bundle (``close()`` or ``with`` frees them)."""
+    """The opened graphs and constants of one VideoCrafter1 bundle (``close()`` or ``with`` frees them).
 
-    def __init__(self, bundle: str | Path | Bundle, *, backend: str = "auto"):
+    ``memory="low"``: each graph is opened when first needed and freed when the next one runs (text
+    encoder, then the UNet for all sampler steps, then the VAE decoder), so the peak holds one graph's
+    weights instead of all of them; every ``generate`` opens them again.
+    """
+
+    def __init__(self, bundle: str | Path | Bundle, *, backend: str = "auto", memory: str = "normal"):
         self.bundle = _open(bundle)
         self.constants = self.bundle.pipeline
         self.tokenizer = ClipTokenizer(self.bundle.file(self.constants["tokenizer"]))
-        self.text_encoder = self._open(self.bundle, "text_encoder", backend)
-        self.unet = self._open(self.bundle, "unet", backend)
-        self.vae_decoder = self._open(self.bundle, "vae_decoder", backend)
+        self.text_encoder = self._open(self.bundle, "text_encoder", backend, memory)
+        self.unet = self._open(self.bundle, "unet", backend, memory)
+        self.vae_decoder = self._open(self.bundle, "vae_decoder", backend, memory)
         self.is_i2v = self.constants["mode"] == "i2v"
         if self.is_i2v:
-            self.image_encoder = self._open(self.bundle, "image_encoder", backend)
-            self.image_proj = self._open(self.bundle, "image_proj", backend)
+            self.image_encoder = self._open(self.bundle, "image_encoder", backend, memory)
+            self.image_proj = self._open(self.bundle, "image_proj", backend, memory)
             spec = self.constants["image"]
             self.uncond_image_context = self.embed_pixels(unconditional_pixels(spec["size"], spec["mean"], spec["std"]))
 
@@ -137,16 +142,17 @@ def generate_video(prompt: str, *, bundle: str | Path | Bundle | VideoPipeline, 
                    guidance_scale: float | None = None, eta: float | None = None, seed: int = 0,
                    frames: int | None = None, fps: int | None = None, height: int | None = None,
                    width: int | None = None, output: str | Path | None = None, progress: bool = True,
-                   backend: str = "auto") -> np.ndarray:
+                   backend: str = "auto", memory: str = "normal") -> np.ndarray:
     """Generate a ``(T, H, W, 3)`` uint8 video; also write it as mp4 when ``output`` is given.
 
     Defaults (steps, guidance scale, eta, frames, size, fps) are the bundle's, i.e. the
     official inference script's for a released variant. An I2V bundle needs ``image``
     (a path, PIL image or HxWx3 uint8 array); a T2V bundle refuses one. ``backend``:
-    ``"auto"`` (TensorRT engines of the bundle when they fit this GPU, else ONNX Runtime),
-    ``"onnxruntime"`` or ``"tensorrt"``.
+    ``"auto"`` (TensorRT engines of the bundle when they fit this GPU, else OpenVINO when installed, else
+    ONNX Runtime), ``"onnxruntime"``, ``"openvino"`` or ``"tensorrt"``. ``memory="low"``: one graph in
+    memory at a time (see :class:`VideoPipeline`).
     """
-    with pipeline_for(bundle, VideoPipeline, backend=backend) as pipeline:
+    with pipeline_for(bundle, VideoPipeline, backend=backend, memory=memory) as pipeline:
         video = pipeline.generate(prompt, image=image, steps=steps, guidance_scale=guidance_scale, eta=eta, seed=seed,
                                   frames=frames, fps=fps, height=height, width=width, progress=progress)
         save_fps = pipeline.constants["save_fps"]
