@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import platform
 import sys
@@ -24,7 +23,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from benchmarks.figures import line_plot
-from benchmarks.measure import FamilyReport, Row
+from benchmarks.measure import FamilyReport, Row, write_json
 from benchmarks.released import cache_dir
 from runtime.bundle import MANIFEST, Bundle
 from runtime.families import FAMILIES, family_modules
@@ -187,9 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     print(summary(result))
     print(f"wall time: {result['wall_s']:.1f} s")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1), encoding="utf-8")
-        print(f"wrote {args.json}")
+        write_json(args.json, result)
     return 0
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import statistics
 import sys
 import time
@@ -19,6 +18,8 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+
+from benchmarks.measure import write_json
 
 WARMUP, REPEATS = 2, 5
 
@@ -103,9 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__, "cuda": torch.version.cuda,
               "statistic": f"median of {REPEATS} after {WARMUP} warm-ups", "rows": rows}
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1), encoding="utf-8")
-        print(f"wrote {args.json}")
+        write_json(args.json, result)
     return 0
 
 

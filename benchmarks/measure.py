@@ -21,6 +21,15 @@ _CLEAR_REFS = Path("/proc/self/clear_refs")
 _COUNTED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 
 
+def write_json(path: Path, data: Any) -> None:
+    """Write a benchmark result as indented JSON (folders made) and say where."""
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1), encoding="utf-8")
+    print(f"wrote {path}")
+
+
 @dataclass
 class Timing:
     median_s: float

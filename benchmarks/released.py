@@ -13,7 +13,6 @@ row carries that backend's FP32 time beside its own and the output's agreement.
 """
 from __future__ import annotations
 
-import gc
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 from benchmarks.measure import Row, measure
 from runtime.arrays import agreement
 from runtime.backends import open_session
+from runtime.backends.base import backend_class
 from runtime.bundle import MANIFEST, Bundle
 
 Feeds = Mapping[str, np.ndarray]
@@ -82,14 +82,6 @@ class Item:
         return " ".join(f"{k}{list(v.shape)}" for k, v in self.feeds.items() if self.shown is None or k in self.shown)
 
 
-def _openvino_installed() -> bool:
-    try:
-        import openvino  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def variants(bundle: Bundle, component: str) -> Iterator[tuple[str, str, dict]]:
     """(backend, precision asked, open_session options) of every backend here that runs ``component``."""
     int8 = bundle.component(component).int8
@@ -97,7 +89,7 @@ def variants(bundle: Bundle, component: str) -> Iterator[tuple[str, str, dict]]:
     yield "onnxruntime", "fp32", {}
     if graph:
         yield "onnxruntime", "int8", graph
-    if _openvino_installed():
+    if backend_class("openvino").usable(bundle, component, {}):
         yield "openvino", "fp32", {"precision": "fp32"}
         yield "openvino", "bf16", {"precision": "bf16"}
         if graph:
@@ -134,6 +126,4 @@ def item_rows(family: str, bundle: Bundle, item: Item, repeats: int, log=print) 
                         backend_fp32_ms=fp32_ms.get(backend) if precision != "fp32" else None))
         log(f"  {item.label}: {backend} {ran} {ms:.1f} ms (torch/rt {torch_ms / ms:.2f}x), cosine {cosine:.6f}, "
             f"SNR {snr:.1f} dB")
-        del outputs, session
-        gc.collect()
     return rows
