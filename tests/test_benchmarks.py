@@ -113,3 +113,16 @@ def test_released_suites_score_every_backend_against_torch(tmp_path, monkeypatch
     assert steps == ["image encoder (Swin V2-B + encoder)",
                      *(f"decoder step, past {p}" for p in (0, last // 2, last))]
     assert all(r.cosine >= (0.999 if r.precision == "bf16" else 0.99999) for r in report.rows), report.rows
+
+
+def test_videocrafter1_released_suite_on_the_tiny_preset(tmp_path, monkeypatch):
+    from benchmarks import videocrafter1 as bench_vc
+    from export.videocrafter1.presets import tiny_t2v
+
+    monkeypatch.setenv("EDGE_BENCH_CACHE", str(tmp_path))
+    report = bench_vc.bench_released(repeats=1, log=lambda _: None, config=tiny_t2v())
+    _check_rows(report.rows)
+    unet = [r for r in report.rows if r.item.startswith("UNet step")]
+    assert unet[0].backend == "torch" and unet[0].shape.startswith(f"x[1, 4, {bench_vc.RELEASED_UNET_FRAMES}, ")
+    assert {r.item for r in report.rows} == {"text encoder", "UNet step, 2 frames", "VAE decoder, one frame"}
+    assert all(r.cosine >= (0.999 if r.precision == "bf16" else 0.99999) for r in report.rows), report.rows
