@@ -10,6 +10,8 @@ below 1e-4 of the magnitude would mean BF16 was not used at all.
 """
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -132,3 +134,22 @@ def test_a_damaged_graph_is_refused_with_the_file_named(bundles, tmp_path, cache
     bad.write_bytes(b"not a graph")
     with pytest.raises(BundleError, match="depth_encoder: OpenVINO could not read .*broken.onnx"):
         OpenVINOSession(bundles["imagebind"], "depth_encoder", graph=bad, cache_dir=cache)
+
+
+def test_without_openvino_the_backend_says_how_to_install_it(bundles, monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    with pytest.raises(BundleError, match=r"depth_encoder: backend 'openvino' needs the openvino package"):
+        OpenVINOSession(bundles["imagebind"], "depth_encoder")
+
+
+def test_one_session_serves_several_threads(bundles, cache):
+    from concurrent.futures import ThreadPoolExecutor
+
+    bundle = bundles["imagebind"]
+    feeds = [opt_feeds(bundle.component("depth_encoder"), seed) for seed in range(4)]
+    with OpenVINOSession(bundle, "depth_encoder", cache_dir=cache) as session:
+        expected = [session.run(f)["embedding"] for f in feeds]
+        with ThreadPoolExecutor(4) as pool:
+            found = list(pool.map(lambda f: session.run(f)["embedding"], feeds * 3))
+    for index, result in enumerate(found):
+        np.testing.assert_array_equal(result, expected[index % 4])

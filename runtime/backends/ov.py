@@ -16,6 +16,7 @@ compiled blob instead of compiling again.
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Mapping
 
@@ -75,7 +76,11 @@ class OpenVINOSession(BaseSession):
                  graph: str | Path | None = None, cache_dir: str | Path | None = None):
         super().__init__(bundle.component(name))
         hint = _check_precision(name, precision)
-        import openvino as ov
+        try:
+            import openvino as ov
+        except ImportError as exc:
+            raise BundleError(f"{name}: backend 'openvino' needs the openvino package (`pip install "
+                              "'.[openvino]'`); use backend='onnxruntime' or 'auto'") from exc
 
         path = Path(graph) if graph is not None else bundle.component_path(name)
         core = ov.Core()
@@ -96,6 +101,7 @@ class OpenVINOSession(BaseSession):
         ran = self._compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
         self.precision = _REPORTED.get(ran, ran)
         self._request = self._compiled.create_infer_request()
+        self._lock = threading.Lock()  # one infer request: calls from several threads take turns
         self._declared = {t.name: np.dtype(t.dtype) for t in self.component.outputs}
         # a port may carry several tensor names (an output that is also an inner tensor): use the manifest's
         self._outputs = [(port, next((n for n in self._declared if n in port.get_names()), port.get_any_name()))
@@ -115,10 +121,11 @@ class OpenVINOSession(BaseSession):
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self._request is None:
             raise BundleError(f"{self.component.name}: the OpenVINO session is closed")
-        results = self._request.infer(feeds)
-        # the request reuses its output buffers: copy out, in the manifest's dtypes
-        return {name: np.array(results[port], dtype=self._declared.get(name, results[port].dtype))
-                for port, name in self._outputs}
+        with self._lock:
+            results = self._request.infer(feeds)
+            # the request reuses its output buffers: copy out, in the manifest's dtypes
+            return {name: np.array(results[port], dtype=self._declared.get(name, results[port].dtype))
+                    for port, name in self._outputs}
 
     def close(self) -> None:
         """Free the infer request and the compiled model."""
