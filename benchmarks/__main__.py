@@ -1,16 +1,19 @@
-"""``python -m benchmarks --preset tiny [--family NAME] [--json FILE] [--bundle-dir DIR]``: the runtime against torch eager.
+"""``python -m benchmarks --preset tiny|released [--family NAME] [--json FILE] [--bundle-dir DIR]``: the runtime
+against torch eager.
 
 Every registered family (``runtime.families``) has a suite ``benchmarks.<family>``
 (``bench(bundles, quick=, repeats=) -> FamilyReport``); when no bundle of the
 family is found, its tiny presets are exported for the run (``export.<family>.cli``).
-The table and the JSON show the same figures; the JSON adds the device, the
+``--preset released`` runs the suites' ``bench_released(repeats=)`` instead: released
+configurations, seeded random weights, exported once into a cache folder
+(``benchmarks.released``), torch eager then every backend and precision on the same
+inputs. The table and the JSON show the same figures; the JSON adds the device, the
 library versions and the ONNX Runtime settings.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import platform
 import sys
@@ -21,14 +24,16 @@ from pathlib import Path
 
 from benchmarks import samplers
 from benchmarks.figures import line_plot
-from benchmarks.measure import FamilyReport, Row
+from benchmarks.measure import FamilyReport, Row, write_json
+from benchmarks.released import cache_dir
 from runtime.bundle import MANIFEST, Bundle
 from runtime.families import FAMILIES, family_modules
 
-PRESETS = ("tiny",)
+PRESETS = ("tiny", "released")
 REPEATS = 3
-_COLUMNS = ("bundle", "item", "shape", "backend", "runtime ms", "torch ms", "torch/rt", "GFLOP", "rt GFLOP/s",
-            "rt peak MB", "torch peak MB")
+_COLUMNS = ("bundle", "item", "shape", "backend", "precision", "runtime ms", "torch ms", "torch/rt", "fp32/this",
+            "cosine", "SNR dB", "GFLOP", "rt GFLOP/s", "rt peak MB", "torch peak MB")
+_DERIVED = ("torch_over_runtime", "runtime_gflops_per_s", "fp32_over_this")
 
 
 def find_bundles(parent: Path) -> dict[str, list[Path]]:
@@ -49,6 +54,14 @@ def ort_settings() -> dict:
             "transformers_fusions": "not applied (no onnxruntime.transformers optimizer for these graphs)"}
 
 
+def _openvino_version() -> str | None:
+    try:
+        import openvino
+    except ImportError:
+        return None
+    return openvino.get_version()
+
+
 def environment() -> dict:
     import cv2
     import numpy
@@ -65,7 +78,7 @@ def environment() -> dict:
     return {"cpu": cpu, "cpu_count": os.cpu_count(), "gpu": gpu, "platform": platform.platform(),
             "versions": {"python": platform.python_version(), "numpy": numpy.__version__,
                          "onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__, "torch": torch.__version__,
-                         "opencv": cv2.__version__}}
+                         "opencv": cv2.__version__, "openvino": _openvino_version()}}
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -73,9 +86,10 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 
 
 def table(rows: list[Row]) -> str:
-    cells = [_COLUMNS] + [(r.bundle, r.item, r.shape, r.backend, _fmt(r.runtime_ms), _fmt(r.torch_ms),
-                           _fmt(r.speedup), _fmt(r.gflop), _fmt(r.gflops_per_s), _fmt(r.runtime_peak_mb),
-                           _fmt(r.torch_peak_mb)) for r in rows]
+    cells = [_COLUMNS] + [(r.bundle, r.item, r.shape, r.backend, r.precision or "-", _fmt(r.runtime_ms),
+                           _fmt(r.torch_ms), _fmt(r.speedup), _fmt(r.over_fp32),
+                           "-" if r.cosine is None else f"{r.cosine:.5f}", _fmt(r.snr_db), _fmt(r.gflop),
+                           _fmt(r.gflops_per_s), _fmt(r.runtime_peak_mb), _fmt(r.torch_peak_mb)) for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(_COLUMNS))]
     lines = [" | ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells]
     lines.insert(1, "-+-".join("-" * w for w in widths))
@@ -83,7 +97,8 @@ def table(rows: list[Row]) -> str:
 
 
 def _row_json(row: Row) -> dict:
-    return {**asdict(row), "torch_over_runtime": row.speedup, "runtime_gflops_per_s": row.gflops_per_s}
+    return {**asdict(row), "torch_over_runtime": row.speedup, "runtime_gflops_per_s": row.gflops_per_s,
+            "fp32_over_this": row.over_fp32}
 
 
 def export_tiny(family: str, parent: Path) -> list[Path]:
@@ -101,6 +116,12 @@ def run(bundle_dir: Path, *, preset: str, outputs: Path, families: tuple[str, ..
     exported_to = None
     with tempfile.TemporaryDirectory(prefix="bench-bundles-") as scratch:
         for family in families:
+            if preset == "released":
+                if hasattr(suites[family], "bench_released"):
+                    reports[family] = suites[family].bench_released(repeats=REPEATS, log=log)
+                else:
+                    log(f"{family}: no released-size benchmark yet; skipped")
+                continue
             bundles = found.get(family, [])
             if not bundles:
                 log(f"No {family} bundle under {bundle_dir}: exporting its tiny presets (seeded random weights) "
@@ -116,6 +137,7 @@ def run(bundle_dir: Path, *, preset: str, outputs: Path, families: tuple[str, ..
     return {
         "command": f"python -m benchmarks --preset {preset} --family {' '.join(families)}",
         "repeats": REPEATS, "statistic": "median", "bundle_dir": str(bundle_dir), "exported_tiny_to": exported_to,
+        "released_cache": str(cache_dir()) if preset == "released" else None,
         "device": environment(), "onnxruntime_settings": ort_settings(), "plots": plots,
         "families": {family: {"rows": [_row_json(r) for r in report.rows], "figures": report.figures,
                               "notes": report.notes} for family, report in reports.items()},
@@ -123,7 +145,7 @@ def run(bundle_dir: Path, *, preset: str, outputs: Path, families: tuple[str, ..
 
 
 def summary(result: dict) -> str:
-    rows = [Row(**{k: v for k, v in r.items() if k not in ("torch_over_runtime", "runtime_gflops_per_s")})
+    rows = [Row(**{k: v for k, v in r.items() if k not in _DERIVED})
             for family in result["families"].values() for r in family["rows"]]
     device, ort = result["device"], result["onnxruntime_settings"]
     lines = [f"device: {device['cpu']} ({device['cpu_count']} CPUs), GPU: {device['gpu'] or 'none'}",
@@ -152,7 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=PRESETS, default="tiny",
-                        help="tiny: the tiny presets, 3 repeats (minutes on a 2-core CPU)")
+                        help="tiny: the tiny presets, 3 repeats (minutes on a 2-core CPU); released: the released "
+                             "configurations (exported once into $EDGE_BENCH_CACHE, default "
+                             "~/.cache/edge-deploy/released-bundles; needs about 14 GiB of free memory)")
     parser.add_argument("--family", nargs="+", choices=FAMILIES, default=list(FAMILIES),
                         help="families to benchmark (default: all)")
     parser.add_argument("--json", type=Path, help="also write every figure (and device, versions) to this file")
@@ -166,9 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     print(summary(result))
     print(f"wall time: {result['wall_s']:.1f} s")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1), encoding="utf-8")
-        print(f"wrote {args.json}")
+        write_json(args.json, result)
     return 0
 
 

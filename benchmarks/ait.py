@@ -227,3 +227,40 @@ def bench(bundles: list[Path], *, quick: bool, repeats: int) -> FamilyReport:
     report.figures["decoder_cache"] = caches
     report.figures["estimate_depth_breakdown"] = breakdowns
     return report
+
+
+def bench_released(*, repeats: int, log=print, config=None) -> FamilyReport:
+    """swinv2b_480reso_depthonly (or ``config``) at batch 1: the image encoder (Swin V2-B + encoder) on a
+    480x480 image and the decoder step at the first, middle and last past length (0, 112, 224 of 225 tokens)."""
+    import torch
+
+    from benchmarks.released import Item, cached_bundle, item_rows
+    from export.ait.bundle import build_modules, export_bundle, graph_plan
+    from export.ait.presets import swinv2b_480reso_depthonly
+
+    config = config or swinv2b_480reso_depthonly()
+    bundle = cached_bundle(f"{FAMILY}-{config.name}", lambda out: export_bundle(config, out, log=log), log)
+    modules = build_modules(config, None, trust=False, seed=0)
+    plan = {spec.name: (spec, feeds) for spec, feeds in graph_plan(config, modules)}
+    report = FamilyReport()
+    report.notes.append(f"ait released: {config.name} with seeded random weights (seed 0, as exported); "
+                        "export's example inputs at batch 1, decoder caches random")
+    encoder, image_feeds = plan["image_encoder"]
+    items = [Item("image_encoder", "image encoder (Swin V2-B + encoder)", {"image": image_feeds["image"][:1]},
+                  encoder.run_torch)]
+    step, step_feeds = plan["decoder_step"]
+    rng = np.random.default_rng(0)
+    last = config.token_length - 1
+    for past in sorted({0, last // 2, last}):
+        layers, _, heads, _, head_dim = step_feeds["self_k"].shape
+        cache = (layers, 1, heads, past, head_dim)
+        feeds = {"token_embedding": step_feeds["token_embedding"][:1], "step_index": np.array([past], np.int64),
+                 "self_k": rng.standard_normal(cache, dtype=np.float32),
+                 "self_v": rng.standard_normal(cache, dtype=np.float32),
+                 "cross_k": step_feeds["cross_k"][:, :1], "cross_v": step_feeds["cross_v"][:, :1]}
+        items.append(Item("decoder_step", f"decoder step, past {past}", feeds, step.run_torch,
+                          shown=("token_embedding", "self_k")))
+    with torch.inference_mode():
+        for item in items:
+            report.rows += item_rows(FAMILY, bundle, item, repeats, log)
+    return report

@@ -84,3 +84,36 @@ def bench(bundles: list[Path], *, quick: bool, repeats: int) -> FamilyReport:
                 "series": {"ort": [(r.x, r.runtime_ms) for r in rows], "torch": [(r.x, r.torch_ms) for r in rows]}})
     report.figures["latency_vs_batch"] = per_ms
     return report
+
+
+RELEASED_MODALITIES = ("vision", "text", "audio", "depth")
+
+
+def bench_released(*, repeats: int, log=print, preset=None) -> FamilyReport:
+    """imagebind_huge (or ``preset``), one call per modality on a held-out calibration input (audio: one
+    file's 3 clips); the vision encoder also as INT8 (its Q/DQ graph from 6 recorded samples)."""
+    import gc
+
+    import torch
+
+    from benchmarks.released import Item, cached_bundle, calibrated, heldout_feeds, item_rows
+    from export.imagebind.bundle import build_encoders, export_bundle
+    from export.imagebind.components import encoder_spec
+    from export.imagebind.presets import imagebind_huge
+
+    preset = preset or imagebind_huge()
+    bundle = cached_bundle(f"{FAMILY}-{preset.name}", lambda out: export_bundle(
+        preset, out, modalities=RELEASED_MODALITIES, log=log), log)
+    bundle = calibrated(bundle, ["vision_encoder"], log)
+    report = FamilyReport()
+    report.notes.append(f"imagebind released: {preset.name} with seeded random weights (seed 0, as exported); inputs "
+                        "are the first held-out calibration record of each encoder (samples/assets)")
+    for modality in RELEASED_MODALITIES:
+        component = bundle.pipeline["modalities"][modality]["component"]
+        spec = encoder_spec(build_encoders(preset, [modality], seed=0)[modality])
+        item = Item(component, f"{modality} encoder", heldout_feeds(bundle, component), spec.run_torch)
+        with torch.inference_mode():
+            report.rows += item_rows(FAMILY, bundle, item, repeats, log)
+        del spec, item
+        gc.collect()
+    return report

@@ -21,6 +21,15 @@ _CLEAR_REFS = Path("/proc/self/clear_refs")
 _COUNTED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 
 
+def write_json(path: Path, data: Any) -> None:
+    """Write a benchmark result as indented JSON (folders made) and say where."""
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1), encoding="utf-8")
+    print(f"wrote {path}")
+
+
 @dataclass
 class Timing:
     median_s: float
@@ -154,11 +163,20 @@ class Row:
     torch_peak_mb: float | None = None
     curve: str | None = None
     x: float | None = None
+    precision: str | None = None  # what the backend ran in (fp32, bf16, int8); None where not recorded
+    cosine: float | None = None  # the output's agreement with torch's (worst float output)
+    snr_db: float | None = None
+    backend_fp32_ms: float | None = None  # for a bf16/int8 row: the same backend's fp32 time on the same feeds
 
     @property
     def speedup(self) -> float | None:
         """torch time / runtime time: above 1 the runtime is faster."""
         return None if self.torch_ms is None else self.torch_ms / self.runtime_ms
+
+    @property
+    def over_fp32(self) -> float | None:
+        """The same backend's fp32 time / this row's time: above 1 this precision is faster."""
+        return None if self.backend_fp32_ms is None else self.backend_fp32_ms / self.runtime_ms
 
     @property
     def gflops_per_s(self) -> float | None:

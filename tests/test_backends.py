@@ -1,6 +1,8 @@
 """The backend layer: the registry, session lifecycle (close, ``with``) and pipelines closing what they open."""
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import onnx
 import pytest
@@ -27,13 +29,31 @@ def bundle(tmp_path) -> Bundle:
 
 
 def test_registry_names_every_backend_and_refuses_others(bundle):
-    assert BACKENDS == ("onnxruntime", "tensorrt", "triton", "triton-bls", "auto")
+    assert BACKENDS == ("onnxruntime", "tensorrt", "triton", "triton-bls", "openvino", "auto")
     assert backend_class("onnxruntime") is OrtSession
     assert backend_class("tensorrt").__name__ == "TensorRTSession"
     assert backend_class("triton").__name__ == "TritonSession"
+    assert backend_class("openvino").__name__ == "OpenVINOSession"
     with pytest.raises(BundleError, match="unknown backend 'ov'; expected one of onnxruntime, tensorrt, triton, "
-                                          "triton-bls, auto"):
+                                          "triton-bls, openvino, auto"):
         open_session(bundle, "double", backend="ov")
+
+
+def test_auto_takes_openvino_fp32_on_a_cpu_unless_told_otherwise(bundle, monkeypatch, tmp_path):
+    """No NVIDIA GPU here: TensorRT is not usable, OpenVINO (FP32) is when installed, else ONNX Runtime."""
+    pytest.importorskip("openvino")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    with open_session(bundle, "double", backend="auto") as session:
+        assert type(session).__name__ == "OpenVINOSession" and session.precision == "fp32"
+        np.testing.assert_array_equal(session.run({"x": x})["y"], 2 * x)
+    with open_session(bundle, "double", backend="auto", precision="bf16") as session:
+        assert type(session).__name__ == "OpenVINOSession" and session.precision == "bf16"
+    # asked for what OpenVINO does not do: ONNX Runtime providers, or a TensorRT precision
+    assert type(open_session(bundle, "double", backend="auto", providers=["CPUExecutionProvider"])) is OrtSession
+    assert type(open_session(bundle, "double", backend="auto", precision="int8")) is OrtSession
+    monkeypatch.setitem(sys.modules, "openvino", None)  # not installed: import fails
+    assert type(open_session(bundle, "double", backend="auto")) is OrtSession
 
 
 def test_session_is_a_context_manager_and_refuses_to_run_closed(bundle):
@@ -68,3 +88,24 @@ def test_pipeline_for_closes_only_the_pipelines_it_opened(bundle):
     assert not _is_closed(mine.first)  # the caller's pipeline stays open
     mine.close()
     assert _is_closed(mine.first) and _is_closed(mine.second)
+
+
+class _LowMemory(OwnsSessions):
+    def __init__(self, bundle, memory="low"):
+        self.first = self._open(bundle, "double", "onnxruntime", memory)
+        self.second = self._open(bundle, "double", "onnxruntime", memory)
+
+
+def test_low_memory_sessions_open_on_use_one_at_a_time(bundle):
+    x = np.arange(3, dtype=np.float32).reshape(1, 3)
+    with _LowMemory(bundle) as pipeline:
+        assert not pipeline.first.is_open and not pipeline.second.is_open  # nothing opened up front
+        assert pipeline.first.component.name == "double"
+        np.testing.assert_array_equal(pipeline.first.run({"x": x})["y"], 2 * x)
+        np.testing.assert_array_equal(pipeline.first.run({"x": x})["y"], 2 * x)
+        assert pipeline.first.is_open and not pipeline.second.is_open
+        np.testing.assert_array_equal(pipeline.second.run({"x": x})["y"], 2 * x)
+        assert pipeline.second.is_open and not pipeline.first.is_open  # the first was freed
+    assert not pipeline.second.is_open
+    with pytest.raises(ValueError, match="memory must be one of normal, low, found 'tiny'"):
+        _LowMemory(bundle, memory="tiny")

@@ -117,3 +117,51 @@ def test_matching_steps_is_the_fewest_steps_within_the_target():
     assert samplers.matching_steps({10: 0.3, 15: 0.1, 20: 0.05}, 0.1) == 15
     assert samplers.matching_steps({10: 0.3}, 0.1) is None
     assert samplers.relative_distance(np.array([3.0, 4.0]), np.array([3.0, 4.5])) == pytest.approx(0.1)
+
+
+def test_released_suites_score_every_backend_against_torch(tmp_path, monkeypatch):
+    """The released-size code path on the tiny presets: bundles exported into the cache folder once, INT8 of
+    ImageBind's vision encoder calibrated, torch first then every backend, each scored against torch."""
+    import pytest
+
+    from benchmarks import ait as bench_ait, imagebind as bench_imagebind
+    from benchmarks.released import cache_dir
+    from export.ait.presets import tiny_depth
+    from export.imagebind.presets import tiny
+
+    monkeypatch.setenv("EDGE_BENCH_CACHE", str(tmp_path / "cache"))
+    report = bench_imagebind.bench_released(repeats=1, log=lambda _: None, preset=tiny())
+    assert (cache_dir() / "imagebind-tiny" / "manifest.json").is_file()
+    vision = [r for r in report.rows if r.item == "vision encoder"]
+    backends = [(r.backend, r.precision) for r in vision]
+    openvino = pytest.importorskip("openvino") and [("openvino", p) for p in ("fp32", "bf16", "int8")]
+    assert backends == [("torch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "int8"), *openvino]
+    assert {r.item for r in report.rows} == {f"{m} encoder" for m in bench_imagebind.RELEASED_MODALITIES}
+    _check_rows(report.rows)
+    for row in report.rows:
+        # the graphs hold the torch module's weights: FP32 agrees with torch to rounding, BF16 to its 8 bits
+        # (measured: FP32 about 130 dB, BF16 about 45 dB, INT8 of the tiny vision encoder 35 dB)
+        cosine, snr = {"fp32": (0.99999, 60), "bf16": (0.999, 25), "int8": (0.99, 15)}[row.precision]
+        assert row.cosine >= cosine and (row.backend == "torch" or row.snr_db >= snr), row
+        fp32 = next(r for r in report.rows if (r.item, r.backend, r.precision) == (row.item, row.backend, "fp32"))
+        assert row.backend_fp32_ms == (None if row.precision == "fp32" else fp32.runtime_ms), row
+
+    report = bench_ait.bench_released(repeats=1, log=lambda _: None, config=tiny_depth())
+    steps = [r.item for r in report.rows if r.backend == "onnxruntime"]
+    last = tiny_depth().token_length - 1
+    assert steps == ["image encoder (Swin V2-B + encoder)",
+                     *(f"decoder step, past {p}" for p in (0, last // 2, last))]
+    assert all(r.cosine >= (0.999 if r.precision == "bf16" else 0.99999) for r in report.rows), report.rows
+
+
+def test_videocrafter1_released_suite_on_the_tiny_preset(tmp_path, monkeypatch):
+    from benchmarks import videocrafter1 as bench_vc
+    from export.videocrafter1.presets import tiny_t2v
+
+    monkeypatch.setenv("EDGE_BENCH_CACHE", str(tmp_path))
+    report = bench_vc.bench_released(repeats=1, log=lambda _: None, config=tiny_t2v())
+    _check_rows(report.rows)
+    unet = [r for r in report.rows if r.item.startswith("UNet step")]
+    assert unet[0].backend == "torch" and unet[0].shape.startswith(f"x[1, 4, {bench_vc.RELEASED_UNET_FRAMES}, ")
+    assert {r.item for r in report.rows} == {"text encoder", "UNet step, 2 frames", "VAE decoder, one frame"}
+    assert all(r.cosine >= (0.999 if r.precision == "bf16" else 0.99999) for r in report.rows), report.rows

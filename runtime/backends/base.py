@@ -3,7 +3,7 @@
 Every session checks its inputs against the component's manifest entry (names,
 dtypes, shape ranges) before the backend sees them, and checks its outputs for
 NaN/Inf so an FP16 overflow is reported with the component's name; that is
-:class:`BaseSession`, which each backend module (``onnxrt``, ``trt``) subclasses
+:class:`BaseSession`, which each backend module (``onnxrt``, ``trt``, ``ov``) subclasses
 with its ``_infer``. Sessions are context managers; ``close()`` frees what the
 backend holds. Backends are named in one table and imported only when used.
 """
@@ -98,8 +98,9 @@ _REGISTRY = {
     "tensorrt": "runtime.backends.trt:TensorRTSession",
     "triton": "runtime.backends.triton:TritonSession",
     "triton-bls": "runtime.backends.triton:BlsSession",
+    "openvino": "runtime.backends.ov:OpenVINOSession",
 }
-AUTO_ORDER = ("tensorrt", "onnxruntime")  # ``auto`` takes the first usable one
+AUTO_ORDER = ("tensorrt", "openvino", "onnxruntime")  # ``auto`` takes the first usable one
 BACKENDS = (*_REGISTRY, "auto")
 
 
@@ -128,8 +129,10 @@ def open_session(bundle: Bundle, name: str, *, backend: str | Backend = "onnxrun
 
     ``auto`` picks the first backend of :data:`AUTO_ORDER` usable here: TensorRT when
     ``tensorrt`` imports and the bundle has an engine of this component for the local
-    GPU and TensorRT version, else ONNX Runtime; options meant for another backend
-    (``precision`` for TensorRT, ``providers`` and ``threads`` for ONNX Runtime) are dropped.
+    GPU and TensorRT version; else OpenVINO (FP32 unless ``precision`` says otherwise) when
+    ``openvino`` is installed, unless ONNX Runtime ``providers`` are asked for; else ONNX
+    Runtime. Options meant for another backend (``precision`` for TensorRT/OpenVINO,
+    ``providers`` for ONNX Runtime) are dropped.
     """
     if isinstance(backend, Backend):
         backend, options = backend.name, {**backend.options, **options}
@@ -141,11 +144,63 @@ def open_session(bundle: Bundle, name: str, *, backend: str | Backend = "onnxrun
     return backend_class(backend)(bundle, name, **options)
 
 
-class OwnsSessions:
-    """Mixin for a pipeline: the sessions it opens with ``_open`` are closed by ``close()`` and by ``with``."""
+MEMORY_MODES = ("normal", "low")
 
-    def _open(self, bundle: Bundle, name: str, backend: str | Backend) -> BaseSession:
-        session = open_session(bundle, name, backend=backend)
+
+class OneAtATime:
+    """The sessions of a low-memory pipeline: each opened on first use, and at most one open at a time."""
+
+    def __init__(self):
+        self.current: "LazySession | None" = None
+
+    def switch_to(self, session: "LazySession") -> None:
+        if self.current is not None and self.current is not session:
+            self.current.close()
+        self.current = session
+
+
+class LazySession:
+    """A component opened when it is first run and closed as soon as another component of its group runs
+    (or the pipeline closes): a sampler's steps keep the UNet open, the next component frees it."""
+
+    def __init__(self, bundle: Bundle, name: str, backend: str | Backend, group: OneAtATime):
+        self.component = bundle.component(name)
+        self._open = lambda: open_session(bundle, name, backend=backend)
+        self._group = group
+        self._session: BaseSession | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._session is not None
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self._group.switch_to(self)
+        if self._session is None:
+            self._session = self._open()
+        return self._session.run(feeds)
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+
+class OwnsSessions:
+    """Mixin for a pipeline: the sessions it opens with ``_open`` are closed by ``close()`` and by ``with``.
+
+    ``memory="low"`` (for 8 GB devices) opens each component on first use and frees it when the next one
+    runs, so only one component's weights are held at a time; components are then opened again per call.
+    """
+
+    def _open(self, bundle: Bundle, name: str, backend: str | Backend,
+              memory: str = "normal") -> BaseSession | LazySession:
+        if memory not in MEMORY_MODES:
+            raise ValueError(f"memory must be one of {', '.join(MEMORY_MODES)}, found {memory!r}")
+        if memory == "low":
+            group = self.__dict__.setdefault("_one_at_a_time", OneAtATime())
+            session = LazySession(bundle, name, backend, group)
+        else:
+            session = open_session(bundle, name, backend=backend)
         self.__dict__.setdefault("_owned_sessions", []).append(session)
         return session
 

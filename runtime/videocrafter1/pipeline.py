@@ -30,19 +30,24 @@ def _open(bundle: str | Path | Bundle) -> Bundle:
 
 
 class VideoPipeline(OwnsSessions):
-    """The opened graphs and constants of one VideoCrafter1 bundle (``close()`` or ``with`` frees them)."""
+    """The opened graphs and constants of one VideoCrafter1 bundle (``close()`` or ``with`` frees them).
 
-    def __init__(self, bundle: str | Path | Bundle, *, backend: str = "auto"):
+    ``memory="low"``: each graph is opened when first needed and freed when the next one runs (text
+    encoder, then the UNet for all sampler steps, then the VAE decoder), so the peak holds one graph's
+    weights instead of all of them; every ``generate`` opens them again.
+    """
+
+    def __init__(self, bundle: str | Path | Bundle, *, backend: str = "auto", memory: str = "normal"):
         self.bundle = _open(bundle)
         self.constants = self.bundle.pipeline
         self.tokenizer = ClipTokenizer(self.bundle.file(self.constants["tokenizer"]))
-        self.text_encoder = self._open(self.bundle, "text_encoder", backend)
-        self.unet = self._open(self.bundle, "unet", backend)
-        self.vae_decoder = self._open(self.bundle, "vae_decoder", backend)
+        self.text_encoder = self._open(self.bundle, "text_encoder", backend, memory)
+        self.unet = self._open(self.bundle, "unet", backend, memory)
+        self.vae_decoder = self._open(self.bundle, "vae_decoder", backend, memory)
         self.is_i2v = self.constants["mode"] == "i2v"
         if self.is_i2v:
-            self.image_encoder = self._open(self.bundle, "image_encoder", backend)
-            self.image_proj = self._open(self.bundle, "image_proj", backend)
+            self.image_encoder = self._open(self.bundle, "image_encoder", backend, memory)
+            self.image_proj = self._open(self.bundle, "image_proj", backend, memory)
             spec = self.constants["image"]
             self.uncond_image_context = self.embed_pixels(unconditional_pixels(spec["size"], spec["mean"], spec["std"]))
 
@@ -207,7 +212,8 @@ def generate_video(prompt: str | Sequence[str], *, bundle: str | Path | Bundle |
                    seed: int = 0, latents: np.ndarray | None = None, frames: int | None = None,
                    fps: int | None = None, height: int | None = None, width: int | None = None,
                    callback: StepCallback | None = None, output_type: str = "video",
-                   output: str | Path | None = None, progress: bool = True, backend: str = "auto") -> np.ndarray:
+                   output: str | Path | None = None, progress: bool = True, backend: str = "auto",
+                   memory: str = "normal") -> np.ndarray:
     """Generate a ``(T, H, W, 3)`` uint8 video; also write it as mp4 when ``output`` is given.
 
     Defaults (sampler DDIM, steps, guidance scale, eta, frames, size, fps) are the bundle's,
@@ -223,10 +229,12 @@ def generate_video(prompt: str | Sequence[str], *, bundle: str | Path | Bundle |
       draw; ``seed`` still seeds DDIM's per-step noise when eta > 0.
     - ``callback(step, t, latents)`` after each step; returning False stops the run there.
     - ``output_type="latent"`` returns the final latents without decoding (nothing is written).
-    - ``backend``: ``"auto"`` (TensorRT engines of the bundle when they fit this GPU, else ONNX
-      Runtime), ``"onnxruntime"`` or ``"tensorrt"``.
+    - ``backend``: ``"auto"`` (TensorRT engines of the bundle when they fit this GPU, else OpenVINO
+      when installed, else ONNX Runtime), ``"onnxruntime"``, ``"openvino"``, ``"tensorrt"`` or ``"triton"``
+      (a :class:`runtime.Backend` carries a backend's options, e.g. the server url).
+    - ``memory="low"``: one graph in memory at a time (see :class:`VideoPipeline`).
     """
-    with pipeline_for(bundle, VideoPipeline, backend=backend) as pipeline:
+    with pipeline_for(bundle, VideoPipeline, backend=backend, memory=memory) as pipeline:
         result = pipeline.generate(prompt, image=image, negative_prompt=negative_prompt, num_videos=num_videos,
                                    sampler=sampler, steps=steps, guidance_scale=guidance_scale, eta=eta, seed=seed,
                                    latents=latents, frames=frames, fps=fps, height=height, width=width,

@@ -1,0 +1,129 @@
+"""Released-size benchmarks: torch eager, then every available backend and precision, on the same inputs.
+
+``python -m benchmarks --preset released`` builds each family's released configuration
+with seeded random weights (timings do not depend on the values), exports it once into
+a cache folder (``$EDGE_BENCH_CACHE``, default ``~/.cache/edge-deploy/released-bundles``)
+and reuses it afterwards. A family suite lists its :class:`Item` s (a component, the
+feeds, the torch module's call on them); :func:`item_rows` times torch first, then each
+backend of :func:`variants` on the same feeds, and scores each output against torch's.
+
+INT8 rows run the component's calibrated Q/DQ graph (``python -m calibration
+quantize`` writes ``<stem>.int8.onnx``) on the backend that runs its FP32 row, so the
+row carries that backend's FP32 time beside its own and the output's agreement.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Mapping
+
+import numpy as np
+
+from benchmarks.measure import Row, measure
+from runtime.arrays import agreement
+from runtime.backends import open_session
+from runtime.backends.base import backend_class
+from runtime.bundle import MANIFEST, Bundle
+
+Feeds = Mapping[str, np.ndarray]
+CALIBRATION_SAMPLES = 8  # the calibration stage holds out the last quarter (2) for the report
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("EDGE_BENCH_CACHE") or Path.home() / ".cache" / "edge-deploy" / "released-bundles")
+
+
+def cached_bundle(folder: str, export: Callable[[Path], Path], log=print) -> Bundle:
+    """The bundle ``folder`` of the cache, exported by ``export(path)`` first when it is not there."""
+    path = cache_dir() / folder
+    if not (path / MANIFEST).is_file():
+        log(f"{folder}: not in {cache_dir()}; exporting it (seeded random weights, released configuration)")
+        export(path)
+    return Bundle(path)
+
+
+def calibrated(bundle: Bundle, components: list[str], log=print) -> Bundle:
+    """``bundle`` with INT8 Q/DQ graphs of ``components``: recorded from the calibration stage's sample
+    inputs (``python -m calibration collect``, minmax, sensitive layers kept) when missing."""
+    from calibration.collect import collect
+    from calibration.quantize import quantize
+
+    missing = [c for c in components if not bundle.component(c).int8]
+    if missing:
+        data = bundle.root.parent / f"{bundle.root.name}.calibration"
+        if not (data / "index.json").is_file():
+            log(f"{bundle.root.name}: recording {CALIBRATION_SAMPLES} calibration samples into {data}")
+            collect(bundle.root, data, samples=CALIBRATION_SAMPLES, log=log)
+        quantize(bundle.root, data, components=missing, log=log)
+    return Bundle(bundle.root)
+
+
+def heldout_feeds(bundle: Bundle, component: str) -> Feeds:
+    """The first held-out calibration record of ``component``: a real input the INT8 ranges did not see."""
+    from calibration.store import CalibrationData
+
+    data = CalibrationData.open(bundle.root.parent / f"{bundle.root.name}.calibration")
+    return next(data.records(component, "heldout"))
+
+
+@dataclass
+class Item:
+    """One benchmarked call: ``component`` of the bundle on ``feeds``, and torch's eager call on the same feeds."""
+
+    component: str
+    label: str
+    feeds: Feeds
+    torch_call: Callable[[Feeds], Mapping[str, np.ndarray]]
+    shown: tuple[str, ...] | None = None  # inputs named in the shape column (default: all)
+
+    @property
+    def shape(self) -> str:
+        return " ".join(f"{k}{list(v.shape)}" for k, v in self.feeds.items() if self.shown is None or k in self.shown)
+
+
+def variants(bundle: Bundle, component: str) -> Iterator[tuple[str, str, dict]]:
+    """(backend, precision asked, open_session options) of every backend here that runs ``component``."""
+    int8 = bundle.component(component).int8
+    graph = {"graph": bundle.verify(int8["graph"])} if int8 else None
+    yield "onnxruntime", "fp32", {}
+    if graph:
+        yield "onnxruntime", "int8", graph
+    if backend_class("openvino").usable(bundle, component, {}):
+        yield "openvino", "fp32", {"precision": "fp32"}
+        yield "openvino", "bf16", {"precision": "bf16"}
+        if graph:
+            yield "openvino", "int8", {"precision": "fp32", **graph}
+
+
+def _score(reference: Mapping[str, np.ndarray], found: Mapping[str, np.ndarray]) -> tuple[float, float]:
+    """The worst cosine and SNR (dB) over the float outputs."""
+    scores = [agreement(reference[n], found[n]) for n in reference if np.asarray(reference[n]).dtype.kind == "f"]
+    return min(s.cosine for s in scores), min(s.snr_db for s in scores)
+
+
+def item_rows(family: str, bundle: Bundle, item: Item, repeats: int, log=print) -> list[Row]:
+    """torch eager, then each backend and precision of :func:`variants`, on ``item.feeds``; one row each."""
+    variant = bundle.manifest.variant
+    reference = item.torch_call(item.feeds)
+    torch_time = measure(lambda: item.torch_call(item.feeds), repeats)
+    torch_ms = torch_time.median_s * 1e3
+    rows = [Row(family, variant, item.label, item.shape, "torch", torch_ms, torch_ms, None, torch_time.peak_mb,
+                torch_time.peak_mb, precision="fp32", cosine=1.0)]
+    log(f"  {item.label}: torch {torch_ms:.1f} ms")
+    fp32_ms: dict[str, float] = {}
+    for backend, precision, options in variants(bundle, item.component):
+        with open_session(bundle, item.component, backend=backend, **options) as session:
+            outputs = session.run(item.feeds)
+            timing = measure(lambda: session.run(item.feeds), repeats)
+            ran = "int8" if precision == "int8" else getattr(session, "precision", precision)
+        cosine, snr = _score(reference, outputs)
+        ms = timing.median_s * 1e3
+        if precision == "fp32":
+            fp32_ms[backend] = ms
+        rows.append(Row(family, variant, item.label, item.shape, backend, ms, torch_ms, None, timing.peak_mb,
+                        torch_time.peak_mb, precision=ran, cosine=cosine, snr_db=snr,
+                        backend_fp32_ms=fp32_ms.get(backend) if precision != "fp32" else None))
+        log(f"  {item.label}: {backend} {ran} {ms:.1f} ms (torch/rt {torch_ms / ms:.2f}x), cosine {cosine:.6f}, "
+            f"SNR {snr:.1f} dB")
+    return rows

@@ -1,0 +1,133 @@
+"""The OpenVINO backend: a component's ONNX graph compiled by OpenVINO for the CPU, behind the ``Session`` interface.
+
+OpenVINO (``.[openvino]``) is optional and imported only when a session is opened.
+It reads the bundle's ONNX graph directly (external weight data included), bounds
+each symbolic axis to the manifest profile's ``min..max``, and compiles it with an
+inference precision chosen here, never left to the device: on a CPU with BF16
+(AVX-512 BF16, AMX) OpenVINO's own default is BF16, which costs accuracy. The
+precision the compiled model really runs in is read back into ``.precision``
+(OpenVINO 2026.4 on a CPU with BF16 but without FP16 arithmetic runs ``f16`` as BF16).
+
+Compiled models are cached (OpenVINO's ``CACHE_DIR``, keyed by the graph, the shapes
+and the settings), by default under ``$XDG_CACHE_HOME/edge-deploy/openvino``
+(``~/.cache/edge-deploy/openvino``): the second opening of a component loads the
+compiled blob instead of compiling again.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from runtime.backends.base import BaseSession
+from runtime.bundle import Bundle, BundleError, Component
+
+# our name -> OpenVINO's element type name for INFERENCE_PRECISION_HINT
+PRECISIONS = {"fp32": "f32", "bf16": "bf16", "f16": "f16"}
+_REPORTED = {"f32": "fp32", "bf16": "bf16", "f16": "f16"}
+DEVICE = "CPU"
+
+
+def default_cache_dir() -> Path:
+    """Where compiled models are cached unless ``cache_dir`` says otherwise."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "edge-deploy" / "openvino"
+
+
+def partial_shapes(component: Component) -> dict[str, list[tuple[int, int] | int]]:
+    """Each input's dimensions for OpenVINO: fixed sizes as they are, symbolic axes as the profile's (min, max).
+
+    A symbolic axis without a profile entry is left unbounded (``(1, -1)``).
+    """
+    shapes = {}
+    for spec in component.inputs:
+        bounds = component.profile.get(spec.name)
+        shapes[spec.name] = [
+            dim if isinstance(dim, int) else
+            ((bounds["min"][axis], bounds["max"][axis]) if bounds else (1, -1))
+            for axis, dim in enumerate(spec.shape)
+        ]
+    return shapes
+
+
+def _check_precision(name: str, precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise BundleError(f"{name}: OpenVINO precision {precision!r} is not supported; expected one of "
+                          f"{', '.join(PRECISIONS)}")
+    return PRECISIONS[precision]
+
+
+class OpenVINOSession(BaseSession):
+    """A component compiled by OpenVINO for the CPU.
+
+    ``precision``: ``fp32`` (default), ``bf16`` or ``f16`` inference precision; the precision
+    the compiled model runs in is ``.precision``. ``threads``: inference threads (0: OpenVINO's
+    choice, one per physical core). ``graph`` runs another ONNX file of the component (e.g. its
+    INT8 Q/DQ graph) behind the same manifest entry. ``cache_dir``: folder of compiled models
+    (default :func:`default_cache_dir`).
+    """
+
+    options = frozenset({"precision", "threads", "graph", "cache_dir"})
+
+    def __init__(self, bundle: Bundle, name: str, *, precision: str = "fp32", threads: int = 0,
+                 graph: str | Path | None = None, cache_dir: str | Path | None = None):
+        super().__init__(bundle.component(name))
+        hint = _check_precision(name, precision)
+        try:
+            import openvino as ov
+        except ImportError as exc:
+            raise BundleError(f"{name}: backend 'openvino' needs the openvino package (`pip install "
+                              "'.[openvino]'`); use backend='onnxruntime' or 'auto'") from exc
+
+        path = Path(graph) if graph is not None else bundle.component_path(name)
+        core = ov.Core()
+        try:
+            model = core.read_model(str(path))
+        except RuntimeError as exc:
+            reason = (str(exc).strip().splitlines() or [""])[0][:300]
+            raise BundleError(f"{name}: OpenVINO could not read {path} ({reason}); expected a valid ONNX graph. "
+                              "Export the bundle again.") from exc
+        model.reshape({spec: ov.PartialShape([ov.Dimension(*d) if isinstance(d, tuple) else ov.Dimension(d)
+                                              for d in dims])
+                       for spec, dims in partial_shapes(self.component).items()})
+        folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        config = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY",
+                  "INFERENCE_NUM_THREADS": int(threads), "CACHE_DIR": str(folder)}
+        self._compiled = core.compile_model(model, DEVICE, config)
+        ran = self._compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        self.precision = _REPORTED.get(ran, ran)
+        self._request = self._compiled.create_infer_request()
+        self._lock = threading.Lock()  # one infer request: calls from several threads take turns
+        self._declared = {t.name: np.dtype(t.dtype) for t in self.component.outputs}
+        # a port may carry several tensor names (an output that is also an inner tensor): use the manifest's
+        self._outputs = [(port, next((n for n in self._declared if n in port.get_names()), port.get_any_name()))
+                         for port in self._compiled.outputs]
+
+    @classmethod
+    def usable(cls, bundle: Bundle, name: str, options: Mapping[str, object]) -> bool:
+        """OpenVINO is installed, the CPU device is there, and no precision it lacks (or a GPU provider) is asked."""
+        if options.get("precision", "fp32") not in PRECISIONS or options.get("providers"):
+            return False
+        try:
+            import openvino as ov
+        except ImportError:
+            return False
+        return DEVICE in ov.Core().available_devices
+
+    def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self._request is None:
+            raise BundleError(f"{self.component.name}: the OpenVINO session is closed")
+        with self._lock:
+            results = self._request.infer(feeds)
+            # the request reuses its output buffers: copy out, in the manifest's dtypes
+            return {name: np.array(results[port], dtype=self._declared.get(name, results[port].dtype))
+                    for port, name in self._outputs}
+
+    def close(self) -> None:
+        """Free the infer request and the compiled model."""
+        self._request = None
+        self._compiled = None
