@@ -1,15 +1,22 @@
-"""Safe checkpoint loading: official key names in, clear errors out.
+"""Safe checkpoint loading in bounded memory: official key names in, clear errors out.
 
 Released VideoCrafter1 checkpoints are Lightning pickles whose weights sit under
-``state_dict``; golden cases ship ``weights.safetensors``. Both go through
-:func:`load_state_dict`, and every module is filled by :func:`load_into`, which
-refuses missing, unexpected or mis-shaped keys with a list of them.
+``state_dict`` (AiT's mmcv checkpoints too); golden cases ship ``weights.safetensors``.
+Both go through :func:`read_checkpoint`, and every module is filled by :func:`load_into`,
+which refuses missing, unexpected or mis-shaped keys with a list of them.
+
+Memory: torch pickles are memory-mapped (``mmap=True``), so reading one costs no RAM
+until a tensor is used. A module built under :func:`meta_parameters` has no parameter
+storage of its own, and :func:`load_into` makes the checkpoint's tensors its parameters
+(``assign=True``); a float32 tensor is then never copied, fp16/bf16 ones are cast to the
+module's dtype one at a time. Dropping the module and the dict unmaps the file.
 """
 from __future__ import annotations
 
+import contextlib
 import pickle
 from pathlib import Path
-from typing import Mapping
+from typing import Iterator, Mapping
 
 import torch
 
@@ -69,8 +76,28 @@ def select_prefix(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, t
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
 
-def load_into(module: torch.nn.Module, state: Mapping[str, torch.Tensor], *, what: str = "module") -> None:
-    """Copy ``state`` into ``module``; any missing, unexpected or mis-shaped key is an error."""
+@contextlib.contextmanager
+def meta_parameters() -> Iterator[None]:
+    """Build modules whose parameters live on the meta device (no storage, no initialisation); buffers stay
+    real, so computed non-persistent ones (e.g. attention masks) keep their values. Fill them with
+    :func:`load_into`."""
+    register = torch.nn.Module.register_parameter
+
+    def register_on_meta(self, name, param):
+        if param is not None and param.device.type != "meta":
+            param = torch.nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+        register(self, name, param)
+
+    torch.nn.Module.register_parameter = register_on_meta
+    try:
+        yield
+    finally:
+        torch.nn.Module.register_parameter = register
+
+
+def fit_problem(module: torch.nn.Module, state: Mapping[str, torch.Tensor], *, what: str = "module") -> str | None:
+    """Why ``state`` does not fit ``module`` (missing, unexpected or mis-shaped keys), or None when it does.
+    Works on a module built under :func:`meta_parameters`, so a whole checkpoint can be checked for free."""
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -84,12 +111,23 @@ def load_into(module: torch.nn.Module, state: Mapping[str, torch.Tensor], *, wha
         for title, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("keys with wrong shapes", mis_shaped))
         if keys
     ]
+    return f"checkpoint does not fit {what}: " + "; ".join(problems) if problems else None
+
+
+def refuse(problems: list[str]) -> None:
+    """Raise one :class:`CheckpointError` listing every problem, if there are any."""
     if problems:
         raise CheckpointError(
-            f"checkpoint does not fit {what}: " + "; ".join(problems)
-            + ". Check that the checkpoint and --variant/--config describe the same model."
-        )
-    module.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
+            "; ".join(problems) + ". Check that the checkpoint and --variant/--config describe the same model.")
+
+
+def load_into(module: torch.nn.Module, state: Mapping[str, torch.Tensor], *, what: str = "module") -> None:
+    """Make ``state``'s tensors the parameters and buffers of ``module`` (cast to the module's dtypes, so fp16
+    and bf16 checkpoints load as float32); any missing, unexpected or mis-shaped key is an error."""
+    problem = fit_problem(module, state, what=what)
+    refuse([problem] if problem else [])
+    own = module.state_dict()
+    module.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True, assign=True)
 
 
 def load_checkpoint(

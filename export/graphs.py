@@ -92,26 +92,61 @@ def compare_outputs(reference: Mapping[str, np.ndarray], found: Mapping[str, np.
     return max(s.max_abs for s in scores), min(s.cosine for s in scores)
 
 
-def export_graph(
-    spec: GraphSpec, feeds: Mapping[str, np.ndarray], path: Path, ranges: Mapping[str, Mapping[str, int]]
-) -> tuple[Component, GraphCheck, dict[str, np.ndarray]]:
-    """Export ``spec`` to ``path``, check it under ONNX Runtime and describe it as a component whose
-    shape profile takes its symbolic axes' min/opt/max from ``ranges``."""
+class FreedModule(torch.nn.Module):
+    """Stands in for a traced graph's module once the trace no longer holds it."""
+
+    def forward(self, *inputs):
+        raise RuntimeError("this graph's torch module was released after tracing; run the exported graph instead")
+
+
+@dataclass
+class TracedGraph:
+    """A graph written to ``path`` with the torch module's outputs on its example feeds; the module itself is
+    not kept, so the caller can free it before :func:`check_graph` loads the graph into ONNX Runtime."""
+
+    spec: GraphSpec
+    path: Path
+    feeds: Mapping[str, np.ndarray]
+    reference: dict[str, np.ndarray]
+    ranges: Mapping[str, Mapping[str, int]]
+    seconds: float
+
+
+def trace_graph(spec: GraphSpec, feeds: Mapping[str, np.ndarray], path: Path,
+                ranges: Mapping[str, Mapping[str, int]]) -> TracedGraph:
+    """Run ``spec`` in torch on ``feeds`` and export it to ``path``, traced at the shapes of ``feeds``."""
     start = time.perf_counter()
     reference = spec.run_torch(feeds)
     args = [torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in spec.inputs]
     export_onnx(spec.module, args, path, input_names=spec.inputs, output_names=spec.outputs,
                 dynamic_axes=spec.dynamic_axes)
+    detached = GraphSpec(spec.name, FreedModule(), spec.inputs, spec.outputs, spec.dynamic_axes)
+    return TracedGraph(detached, path, feeds, reference, ranges, time.perf_counter() - start)
+
+
+def check_graph(traced: TracedGraph) -> tuple[Component, GraphCheck, dict[str, np.ndarray]]:
+    """Run the graph under ONNX Runtime on the example feeds, compare with torch and describe it as a
+    component whose shape profile takes its symbolic axes' min/opt/max from the traced ranges."""
+    start = time.perf_counter()
+    spec, path, feeds = traced.spec, traced.path, traced.feeds
     found = run_onnx(path, {n: feeds[n] for n in spec.inputs})
-    max_abs, cosine = compare_outputs(reference, found)
-    inputs, outputs = spec.tensor_specs(feeds, reference)
+    max_abs, cosine = compare_outputs(traced.reference, found)
+    inputs, outputs = spec.tensor_specs(feeds, traced.reference)
     extra = tuple(sorted(p.name for p in path.parent.glob(path.name + ".data")))
     component = Component(
         name=spec.name,
         file=path.name,
         inputs=inputs,
         outputs=outputs,
-        profile=spec.profile(feeds, ranges),
+        profile=spec.profile(feeds, traced.ranges),
         extra_files=extra,
     )
-    return component, GraphCheck(spec.name, max_abs, cosine, time.perf_counter() - start), found
+    seconds = traced.seconds + time.perf_counter() - start
+    return component, GraphCheck(spec.name, max_abs, cosine, seconds), found
+
+
+def export_graph(
+    spec: GraphSpec, feeds: Mapping[str, np.ndarray], path: Path, ranges: Mapping[str, Mapping[str, int]]
+) -> tuple[Component, GraphCheck, dict[str, np.ndarray]]:
+    """Export ``spec`` to ``path`` and check it under ONNX Runtime (:func:`trace_graph`, then :func:`check_graph`)."""
+    return check_graph(trace_graph(spec, feeds, path, ranges))

@@ -5,6 +5,7 @@ graph against its torch module goes through :func:`compare_with_torch`.
 """
 from __future__ import annotations
 
+import os
 import tempfile
 import warnings
 from pathlib import Path
@@ -16,7 +17,6 @@ import torch
 from runtime.backends.onnxrt import inference_session
 
 OPSET = 17
-EXTERNAL_DATA_THRESHOLD = 2 * 1024**3 - 64 * 1024**2  # protobuf's 2 GiB limit, with headroom
 
 
 def export_onnx(
@@ -32,7 +32,7 @@ def export_onnx(
 
     The exporter writes into a scratch folder first (a large model comes out as one
     file per tensor there); the result is saved as one graph file, plus one external
-    data file when the weights pass protobuf's 2 GB limit.
+    data file, streamed from the exporter's files, when the weights pass protobuf's 2 GB limit.
     """
     import onnx
 
@@ -53,15 +53,49 @@ def export_onnx(
                 do_constant_folding=True,
                 dynamo=False,
             )
-        model = onnx.load(str(traced), load_external_data=True)
-        weights = sum(t.ByteSize() for t in model.graph.initializer)
-        if weights > EXTERNAL_DATA_THRESHOLD:
-            onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=path.name + ".data", size_threshold=1024)
-        else:
+        model = onnx.load(str(traced), load_external_data=False)
+        if any(_is_external(t) for t in model.graph.initializer):
+            _gather_external_data(model, Path(scratch), path)
             onnx.save_model(model, str(path))
+        else:  # one self-contained file already: move it rather than load and re-serialise the weights
+            del model
+            os.replace(traced, path)
     onnx.checker.check_model(str(path))
     return path
+
+
+def _is_external(tensor) -> bool:
+    import onnx
+
+    return tensor.data_location == onnx.TensorProto.EXTERNAL
+
+
+def _gather_external_data(model, scratch: Path, path: Path, chunk: int = 64 * 1024**2) -> None:
+    """Copy every external initializer of ``model`` (files under ``scratch``) into ``<path>.data``, one chunk
+    at a time, and point the initializers there: no tensor is ever held in memory whole."""
+    from onnx.external_data_helper import ExternalDataInfo, set_external_data
+
+    target = path.with_name(path.name + ".data")
+    offset = 0
+    with open(target, "wb") as out:
+        for tensor in model.graph.initializer:
+            if not _is_external(tensor):
+                continue
+            info = ExternalDataInfo(tensor)
+            with open(scratch / info.location, "rb") as source:
+                source.seek(info.offset or 0)
+                remaining = info.length if info.length is not None else (scratch / info.location).stat().st_size
+                length = 0
+                while remaining > 0:
+                    block = source.read(min(chunk, remaining))
+                    if not block:
+                        break
+                    out.write(block)
+                    remaining -= len(block)
+                    length += len(block)
+            del tensor.external_data[:]
+            set_external_data(tensor, location=target.name, offset=offset, length=length)
+            offset += length
 
 
 def run_onnx(path: str | Path, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -24,8 +24,9 @@ from export.ait.graphs import (DecoderStep, ImageEncoder, VQVAEEncoder, VQVAEInd
 from export.ait.presets import DepthConfig, InstanceConfig
 from export.ait.swin import SwinV2TransformerRPE2FC
 from export.ait.vqvae import VQVAE
-from export.checkpoint import CheckpointError, load_into, read_checkpoint, select_prefix
-from export.graphs import GraphSpec, export_graph
+from export.checkpoint import CheckpointError, load_into, meta_parameters, read_checkpoint, select_prefix
+from export.graphs import GraphSpec
+from export.phases import export_component, peak_rss_gib
 from export.random_init import randomize_
 from runtime.bundle import BundleWriter, Manifest, write_manifest
 
@@ -63,8 +64,16 @@ def build_modules(config: DepthConfig | InstanceConfig, checkpoint: Path | None,
                   seed: int = 0) -> dict[str, torch.nn.Module]:
     """Swin backbone, ARTransformer and the task's VQVAE, filled from checkpoints or seeded random weights."""
     prefixes = {**PREFIXES, "vqvae": _vqvae_prefix(config)}
-    modules = {"backbone": SwinV2TransformerRPE2FC(**config.backbone), "transformer": ARTransformer(**config.transformer),
-               "vqvae": VQVAE(**config.vqvae)}
+    builders = {"backbone": lambda: SwinV2TransformerRPE2FC(**config.backbone),
+                "transformer": lambda: ARTransformer(**config.transformer), "vqvae": lambda: VQVAE(**config.vqvae)}
+    from_file = {"backbone": checkpoint, "transformer": checkpoint, "vqvae": vqvae_checkpoint or checkpoint}
+    modules = {}
+    for name, builder in builders.items():
+        if from_file[name] is None:
+            modules[name] = builder()
+        else:  # weights come from a file: build on the meta device, the memory-mapped tensors become the weights
+            with meta_parameters():
+                modules[name] = builder()
     state = read_checkpoint(checkpoint, trust=trust) if checkpoint is not None else None
     for offset, (name, module) in enumerate(modules.items()):
         if name == "vqvae" and vqvae_checkpoint is not None:
@@ -222,23 +231,26 @@ def export_bundle(config: DepthConfig | InstanceConfig, out: Path, *, checkpoint
     if vqvae_checkpoint:
         source += f"; VQVAE from {vqvae_checkpoint}"
     log(f"ait {config.name}: building modules from {source}")
-    modules = build_modules(config, checkpoint, vqvae_checkpoint=vqvae_checkpoint, trust=trust, seed=seed)
-    plan = graph_plan(config, modules)
     ranges = shape_ranges(config)
-    components = {}
+    tables = {}
+
+    def build():
+        modules = build_modules(config, checkpoint, vqvae_checkpoint=vqvae_checkpoint, trust=trust, seed=seed)
+        tables.update(zip(("files", "arrays", "constants"), _task_tables(config, modules["transformer"])))
+        return modules
+
+    def graphs(modules):
+        return [(spec, feeds, ranges) for spec, feeds in graph_plan(config, modules)]
+
     with BundleWriter(out) as root:
-        for index, (spec, feeds) in enumerate(plan, 1):
-            log(f"[{index}/{len(plan)}] exporting {spec.name} ...")
-            component, check, _ = export_graph(spec, feeds, root / f"{spec.name}.onnx", ranges)
-            components[spec.name] = component
-            log(check.line())
-        table_files, tables, constants = _task_tables(config, modules["transformer"])
+        components = {c.name: c for c in export_component(f"[1/1] {config.name}", build, graphs, root, log)}
+        table_files = tables["files"]
         for key, rel in table_files.items():
-            np.save(root / rel, np.ascontiguousarray(tables[key], dtype=np.float32))
+            np.save(root / rel, np.ascontiguousarray(tables["arrays"][key], dtype=np.float32))
         files = list(table_files.values()) + [f for c in components.values() for f in (c.file, *c.extra_files)]
         manifest = Manifest(family="ait", variant=config.name, components=components,
-                            pipeline=constants, files={f: {} for f in files},
+                            pipeline=tables["constants"], files={f: {} for f in files},
                             note="; ".join([f"weights: {source}", *config.notes]))
         write_manifest(root, manifest)
-    log(f"wrote {out} in {time.perf_counter() - started:.1f} s")
+    log(f"wrote {out} in {time.perf_counter() - started:.1f} s (peak RSS {peak_rss_gib():.2f} GiB)")
     return out

@@ -13,12 +13,12 @@ from typing import Callable, Mapping, Sequence
 
 import torch
 
-from export.checkpoint import CheckpointError, load_into, read_checkpoint
-from export.graphs import export_graph
+from export.checkpoint import CheckpointError, load_into, meta_parameters, read_checkpoint
 from export.imagebind.components import encoder_spec, example_input, logit_scale
 from export.imagebind.model import (MODALITIES, TEXT_CONTEXT_LENGTH, VIDEO_PAD_FRAMES, ModalityEncoder, build_encoder,
                                     resolve_config)
 from export.imagebind.presets import ImageBindPreset
+from export.phases import export_component, peak_rss_gib
 from export.random_init import randomize_
 from runtime.bundle import BundleWriter, Manifest, write_manifest
 from runtime.imagebind.preprocess import AUDIO_MEAN, AUDIO_STD, CLIP_MEAN, CLIP_STD, IMAGE_SIZE, IMU_SHAPE
@@ -47,24 +47,27 @@ def modality_state(state: Mapping[str, torch.Tensor], modality: str) -> dict[str
     return {k: v for k, v in state.items() if k.startswith("modality_") and k.split(".")[1:2] == [modality]}
 
 
+def build_one(preset: ImageBindPreset, modality: str, state: Mapping[str, torch.Tensor] | None, *,
+              seed: int = 0, source: Path | None = None) -> ModalityEncoder:
+    """One encoder, from a checkpoint's tensors (built on the meta device, so the checkpoint's memory-mapped
+    tensors become its weights) or seeded random weights (seed + modality index) when ``state`` is None."""
+    if state is None:
+        return randomize_(build_encoder(modality, preset.config), seed + MODALITIES.index(modality)).eval()
+    part = modality_state(state, modality)
+    if not part:
+        raise CheckpointError(f"{source} has no keys for {modality} (expected modality_*.{modality}.*); is it "
+                              f"ImageBind's imagebind_huge.pth?")
+    with meta_parameters():
+        encoder = build_encoder(modality, preset.config)
+    load_into(encoder, part, what=f"imagebind {preset.name} {modality} encoder")
+    return encoder.eval()
+
+
 def build_encoders(preset: ImageBindPreset, modalities: Sequence[str] | None = None, *,
                    checkpoint: Path | None = None, seed: int = 0) -> dict[str, ModalityEncoder]:
     """The preset's encoders, filled from ``checkpoint`` or seeded random weights (seed + modality index)."""
-    chosen = check_modalities(modalities)
-    encoders = {m: build_encoder(m, preset.config) for m in chosen}
-    if checkpoint is None:
-        for m, encoder in encoders.items():
-            randomize_(encoder, seed + MODALITIES.index(m))
-    else:
-        state = read_checkpoint(checkpoint)
-        for m, encoder in encoders.items():
-            part = modality_state(state, m)
-            if not part:
-                raise CheckpointError(f"{checkpoint} has no keys for {m} (expected modality_*.{m}.*); is it "
-                                      f"ImageBind's imagebind_huge.pth?")
-            load_into(encoder, part, what=f"imagebind {preset.name} {m} encoder")
-        del state
-    return {m: e.eval() for m, e in encoders.items()}
+    state = read_checkpoint(checkpoint) if checkpoint is not None else None
+    return {m: build_one(preset, m, state, seed=seed, source=checkpoint) for m in check_modalities(modalities)}
 
 
 def preprocess_constants(modality: str, config: Mapping) -> dict:
@@ -86,43 +89,49 @@ def preprocess_constants(modality: str, config: Mapping) -> dict:
     return {"shape": list(IMU_SHAPE)}
 
 
-def pipeline_constants(preset: ImageBindPreset, encoders: Mapping[str, ModalityEncoder]) -> dict:
+def pipeline_constants(preset: ImageBindPreset, logit_scales: Mapping[str, float]) -> dict:
+    """The manifest's pipeline constants for the exported modalities (``{modality: its logit scale}``)."""
     return {
         "embed_dim": resolve_config(preset.config)["out_embed_dim"],
         "similarity": "dot product of embeddings; zero-shot = softmax(items @ texts.T) as the official demo",
         "modalities": {
-            m: {"component": f"{m}_encoder", "input": m, "logit_scale": logit_scale(e),
+            m: {"component": f"{m}_encoder", "input": m, "logit_scale": scale,
                 "preprocess": preprocess_constants(m, preset.config)}
-            for m, e in encoders.items()
+            for m, scale in logit_scales.items()
         },
     }
 
 
 def export_bundle(preset: ImageBindPreset, out: Path, *, checkpoint: Path | None = None,
                   modalities: Sequence[str] | None = None, seed: int = 0, log: Log = print) -> Path:
-    """Build, export, check and write the bundle for ``preset`` at ``out``."""
+    """Build, export, check and write the bundle for ``preset`` at ``out``, one encoder at a time (each is
+    released before its graph is checked under ONNX Runtime)."""
     started = time.perf_counter()
     source = f"checkpoint {checkpoint}" if checkpoint else f"seeded random weights (seed {seed}), no checkpoint given"
-    log(f"imagebind {preset.name}: building encoders from {source}")
-    encoders = build_encoders(preset, modalities, checkpoint=checkpoint, seed=seed)
-    components = {}
+    log(f"imagebind {preset.name}: exporting from {source}")
+    chosen = check_modalities(modalities)
+    components, scales = {}, {}
     with BundleWriter(out) as root:
-        for index, (m, encoder) in enumerate(encoders.items(), 1):
-            spec = encoder_spec(encoder)
-            log(f"[{index}/{len(encoders)}] exporting {spec.name} ...")
-            feeds = {m: example_input(m, preset.config)}
-            component, check, _ = export_graph(spec, feeds, root / f"{spec.name}.onnx",
-                                               {"batch": BATCH_RANGES[m]})
-            components[spec.name] = component
-            log(check.line())
+        for index, m in enumerate(chosen, 1):
+            def build(m=m):
+                encoder = build_one(preset, m, read_checkpoint(checkpoint) if checkpoint else None, seed=seed,
+                                    source=checkpoint)
+                scales[m] = logit_scale(encoder)
+                return encoder
+
+            def graphs(encoder, m=m):
+                return [(encoder_spec(encoder), {m: example_input(m, preset.config)}, {"batch": BATCH_RANGES[m]})]
+
+            for component in export_component(f"[{index}/{len(chosen)}] {m}_encoder", build, graphs, root, log):
+                components[component.name] = component
         files = [f for c in components.values() for f in (c.file, *c.extra_files)]
-        if "text" in encoders:
+        if "text" in chosen:
             (root / TOKENIZER_FILE).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(VOCAB_FILE, root / TOKENIZER_FILE)
             files.insert(0, TOKENIZER_FILE)
         manifest = Manifest(family="imagebind", variant=preset.name, components=components,
-                            pipeline=pipeline_constants(preset, encoders), files={f: {} for f in files},
+                            pipeline=pipeline_constants(preset, scales), files={f: {} for f in files},
                             note="; ".join([f"weights: {source}", *preset.notes]))
         write_manifest(root, manifest)
-    log(f"wrote {out} in {time.perf_counter() - started:.1f} s")
+    log(f"wrote {out} in {time.perf_counter() - started:.1f} s (peak RSS {peak_rss_gib():.2f} GiB)")
     return out

@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 import torch
 
-from export.checkpoint import load_into, read_checkpoint, select_prefix
-from export.graphs import GraphSpec, export_graph
+from export.checkpoint import fit_problem, load_into, meta_parameters, read_checkpoint, refuse, select_prefix
+from export.graphs import GraphSpec
+from export.phases import export_component, peak_rss_gib
 from export.random_init import randomize_
 from export.videocrafter1 import components as vc
 from export.videocrafter1.openclip import CLIP_MEAN, CLIP_STD
 from export.videocrafter1.presets import VariantConfig
+from export.videocrafter1.schedule_check import check_schedule
 from runtime.bundle import BundleWriter, Manifest, write_manifest
 from runtime.tokenizer import VOCAB_FILE, ClipTokenizer
 from runtime.videocrafter1.ddim import SCALE_KEYS
@@ -27,25 +30,40 @@ TOKENIZER_FILE = "tokenizer/" + VOCAB_FILE.name
 Log = Callable[[str], None]
 
 
+# Components in export order, with the seed offset each gets for random weights.
+SEED_OFFSETS = {"text_encoder": 2, "unet": 0, "vae": 1, "image_encoder": 3, "image_proj": 4}
+_BUILDERS = {"unet": (vc.build_unet, "unet"), "vae": (vc.build_vae, "vae"), "text_encoder": (vc.build_text_encoder, "text"),
+             "image_encoder": (vc.build_image_encoder, "image_encoder"), "image_proj": (vc.build_image_proj, "image_proj")}
+
+
+def component_names(config: VariantConfig) -> list[str]:
+    names = ["text_encoder", "unet", "vae"]
+    return names + ["image_encoder", "image_proj"] if config.mode == "i2v" else names
+
+
+def build_component(config: VariantConfig, name: str, state: Mapping[str, torch.Tensor] | None, *,
+                    seed: int = 0) -> torch.nn.Module:
+    """One component, its parameters taken from ``state`` (a checkpoint's tensors, official prefixes; built
+    on the meta device so no other storage is allocated) or from seeded random values when ``state`` is None."""
+    builder, field = _BUILDERS[name]
+    if state is None:
+        return randomize_(builder(getattr(config, field)), seed + SEED_OFFSETS[name]).eval()
+    module = empty_component(config, name)
+    load_into(module, select_prefix(state, vc.PREFIXES[name]), what=f"{config.name} {name}")
+    return module.eval()
+
+
+def empty_component(config: VariantConfig, name: str) -> torch.nn.Module:
+    """The component with its parameters on the meta device (no storage), to be filled by ``load_into``."""
+    builder, field = _BUILDERS[name]
+    with meta_parameters():
+        return builder(getattr(config, field))
+
+
 def build_modules(config: VariantConfig, checkpoint: Path | None, *, trust: bool, seed: int) -> dict[str, torch.nn.Module]:
-    """The variant's torch modules, filled from ``checkpoint`` or seeded random weights."""
-    modules = {
-        "unet": vc.build_unet(config.unet),
-        "vae": vc.build_vae(config.vae),
-        "text_encoder": vc.build_text_encoder(config.text),
-    }
-    if config.mode == "i2v":
-        modules["image_encoder"] = vc.build_image_encoder(config.image_encoder)
-        modules["image_proj"] = vc.build_image_proj(config.image_proj)
-    if checkpoint is None:
-        for offset, module in enumerate(modules.values()):
-            randomize_(module, seed + offset)
-    else:
-        state = read_checkpoint(checkpoint, trust=trust)
-        for name, module in modules.items():
-            load_into(module, select_prefix(state, vc.PREFIXES[name]), what=f"{config.name} {name}")
-        del state
-    return {name: module.eval() for name, module in modules.items()}
+    """All of the variant's torch modules at once, filled from ``checkpoint`` or seeded random weights."""
+    state = None if checkpoint is None else read_checkpoint(checkpoint, trust=trust)
+    return {name: build_component(config, name, state, seed=seed) for name in component_names(config)}
 
 
 def shape_ranges(config: VariantConfig) -> dict[str, dict[str, int]]:
@@ -60,38 +78,75 @@ def shape_ranges(config: VariantConfig) -> dict[str, dict[str, int]]:
     }
 
 
-def graph_plan(config: VariantConfig, modules: dict[str, torch.nn.Module]) -> list[tuple[GraphSpec, dict, dict]]:
-    """(spec, example feeds, axis ranges) for every graph of the bundle."""
+@dataclass(frozen=True)
+class ExampleShape:
+    """The shape graphs are traced and checked at: frames and latent size (the VAE decodes ``vae_frames``)."""
+
+    frames: int
+    latent_height: int
+    latent_width: int
+    vae_frames: int
+
+
+def opt_shape(config: VariantConfig) -> ExampleShape:
+    """The profile's opt shape (what benchmarks time)."""
+    f = config.vae_factor
+    return ExampleShape(config.frames, config.height // f, config.width // f, config.frames)
+
+
+def trace_shape(config: VariantConfig) -> ExampleShape:
+    """A small shape inside the profile to trace and check at: at most 4 frames, the smallest latent size the
+    UNet's downsampling allows. The axes stay symbolic, so the manifest keeps the variant's profile while the
+    one traced forward (and its attention maps) stays small."""
+    ranges = shape_ranges(config)
+    multiple = 2 ** (len(config.unet["channel_mult"]) - 1)
+
+    def smallest(axis: str) -> int:
+        return -(-ranges[axis]["min"] // multiple) * multiple
+
+    return ExampleShape(min(4, config.frames), smallest("latent_height"), smallest("latent_width"), 1)
+
+
+def component_graphs(config: VariantConfig, name: str, module: torch.nn.Module, shape: ExampleShape
+                     ) -> list[tuple[GraphSpec, dict, dict]]:
+    """(spec, example feeds at ``shape``, axis ranges) for the graphs of one component."""
     ranges = shape_ranges(config)
     f = config.vae_factor
-    lh, lw = config.height // f, config.width // f
     generator = torch.Generator().manual_seed(0)
-    tokens = ClipTokenizer()(["a corgi running on the beach", ""], context_length=77)
     batch_ranges = {"batch": {"min": 1, "opt": 2, "max": 4}}
-    image_tokens = config.image_proj["num_queries"] if config.mode == "i2v" else 0
-    unet_feeds = vc.example_unet_inputs(config.unet, batch=2, frames=config.frames, height=lh, width=lw,
-                                       context_length=77 + image_tokens)
-    z = torch.randn(config.frames, 4, lh, lw, generator=generator).numpy()
-    frames = (torch.rand(2, 3, config.height, config.width, generator=generator) * 2 - 1).numpy()
-    image_ranges = {**ranges, "frames": {"min": 1, "opt": config.frames, "max": ranges["frames"]["max"]},
-                    "height": {k: v * f for k, v in ranges["latent_height"].items()},
-                    "width": {k: v * f for k, v in ranges["latent_width"].items()}}
-    plan = [
-        (vc.text_encoder_spec(modules["text_encoder"]), {"tokens": tokens}, batch_ranges),
-        (vc.unet_spec(modules["unet"], bool(config.unet.get("fps_cond"))), unet_feeds, ranges),
-        (vc.vae_decoder_spec(modules["vae"]), {"z": z}, image_ranges),
-        (vc.vae_encoder_spec(modules["vae"]), {"frames": frames}, image_ranges),
-    ]
-    if config.mode == "i2v":
+    if name == "text_encoder":
+        tokens = ClipTokenizer()(["a corgi running on the beach", ""], context_length=77)
+        return [(vc.text_encoder_spec(module), {"tokens": tokens}, batch_ranges)]
+    if name == "unet":
+        image_tokens = config.image_proj["num_queries"] if config.mode == "i2v" else 0
+        feeds = vc.example_unet_inputs(config.unet, batch=2, frames=shape.frames, height=shape.latent_height,
+                                       width=shape.latent_width, context_length=77 + image_tokens)
+        return [(vc.unet_spec(module, bool(config.unet.get("fps_cond"))), feeds, ranges)]
+    if name == "vae":
+        image_ranges = {**ranges, "height": {k: v * f for k, v in ranges["latent_height"].items()},
+                        "width": {k: v * f for k, v in ranges["latent_width"].items()}}
+        z = torch.randn(shape.vae_frames, 4, shape.latent_height, shape.latent_width, generator=generator).numpy()
+        frames = torch.rand(2, 3, shape.latent_height * f, shape.latent_width * f, generator=generator) * 2 - 1
+        return [(vc.vae_decoder_spec(module), {"z": z}, image_ranges),
+                (vc.vae_encoder_spec(module), {"frames": frames.numpy()}, image_ranges)]
+    if name == "image_encoder":
         size = config.image_encoder["vision_cfg"]["image_size"]
-        pixels = torch.randn(2, 3, size, size, generator=generator)
-        with torch.no_grad():
-            vision_tokens = modules["image_encoder"](pixels).numpy()
-        plan += [
-            (vc.image_encoder_spec(modules["image_encoder"]), {"pixels": pixels.numpy()}, batch_ranges),
-            (vc.image_proj_spec(modules["image_proj"]), {"image_tokens": vision_tokens}, batch_ranges),
-        ]
-    return plan
+        pixels = torch.randn(2, 3, size, size, generator=generator).numpy()
+        return [(vc.image_encoder_spec(module), {"pixels": pixels}, batch_ranges)]
+    if name == "image_proj":
+        width = config.image_encoder["vision_cfg"]["width"]
+        patches = (config.image_encoder["vision_cfg"]["image_size"] // config.image_encoder["vision_cfg"]["patch_size"])
+        tokens = torch.randn(2, patches**2 + 1, width, generator=generator).numpy()
+        return [(vc.image_proj_spec(module), {"image_tokens": tokens}, batch_ranges)]
+    raise ValueError(f"unknown VideoCrafter1 component {name!r}; expected one of {list(SEED_OFFSETS)}")
+
+
+def graph_plan(config: VariantConfig, modules: dict[str, torch.nn.Module], shape: ExampleShape | None = None
+               ) -> list[tuple[GraphSpec, dict, dict]]:
+    """(spec, example feeds, axis ranges) for every graph of the bundle, at ``shape`` (default: the opt shape)."""
+    shape = shape or opt_shape(config)
+    return [entry for name in component_names(config)
+            for entry in component_graphs(config, name, modules[name], shape)]
 
 
 def pipeline_constants(config: VariantConfig) -> dict:
@@ -135,21 +190,45 @@ def pipeline_constants(config: VariantConfig) -> dict:
     return constants
 
 
+def check_checkpoint(config: VariantConfig, checkpoint: Path, *, trust: bool, log: Log) -> None:
+    """Before any export: every component's keys and shapes (on modules built on the meta device, so nothing
+    is loaded) and the diffusion schedule; all the problems are reported at once."""
+    state = read_checkpoint(checkpoint, trust=trust)
+    problems = []
+    for name in component_names(config):
+        problems.append(fit_problem(empty_component(config, name), select_prefix(state, vc.PREFIXES[name]), what=f"{config.name} {name}"))
+    refuse([p for p in problems if p])
+    checked = check_schedule(state, pipeline_constants(config)["sampler"], what=f"{config.name}'s sampler")
+    log(f"checkpoint fits {config.name}" + (f"; its schedule ({', '.join(checked)}) matches the bundle's sampler"
+                                             if checked else ""))
+
+
 def export_bundle(config: VariantConfig, out: Path, *, checkpoint: Path | None = None, trust: bool = False,
                   seed: int = 0, log: Log = print) -> Path:
-    """Build, export, check and write the bundle for ``config`` at ``out``."""
+    """Build, export, check and write the bundle for ``config`` at ``out``, one component at a time.
+
+    Each component is built (from the memory-mapped checkpoint or seeded random weights), traced at
+    :func:`trace_shape` and released before its graphs are checked under ONNX Runtime, so at most one
+    component's weights are in memory at once.
+    """
     started = time.perf_counter()
     source = f"checkpoint {checkpoint}" if checkpoint else f"seeded random weights (seed {seed}), no checkpoint given"
-    log(f"videocrafter1 {config.name}: building modules from {source}")
-    modules = build_modules(config, checkpoint, trust=trust, seed=seed)
-    plan = graph_plan(config, modules)
+    log(f"videocrafter1 {config.name}: exporting from {source}, traced at {trace_shape(config)}")
+    if checkpoint is not None:
+        check_checkpoint(config, checkpoint, trust=trust, log=log)
+    names = component_names(config)
     components = {}
     with BundleWriter(out) as root:
-        for index, (spec, feeds, ranges) in enumerate(plan, 1):
-            log(f"[{index}/{len(plan)}] exporting {spec.name} ...")
-            component, check, _ = export_graph(spec, feeds, root / f"{spec.name}.onnx", ranges)
-            components[spec.name] = component
-            log(check.line())
+        for index, name in enumerate(names, 1):
+            def build(name=name):
+                state = None if checkpoint is None else read_checkpoint(checkpoint, trust=trust)
+                return build_component(config, name, state, seed=seed)
+
+            def graphs(module, name=name):
+                return component_graphs(config, name, module, trace_shape(config))
+
+            for component in export_component(f"[{index}/{len(names)}] {name}", build, graphs, root, log):
+                components[component.name] = component
         (root / TOKENIZER_FILE).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(VOCAB_FILE, root / TOKENIZER_FILE)
         files = [TOKENIZER_FILE] + [f for c in components.values() for f in (c.file, *c.extra_files)]
@@ -159,5 +238,5 @@ def export_bundle(config: VariantConfig, out: Path, *, checkpoint: Path | None =
             note="; ".join([f"weights: {source}", *config.notes]),
         )
         write_manifest(root, manifest)
-    log(f"wrote {out} in {time.perf_counter() - started:.1f} s")
+    log(f"wrote {out} in {time.perf_counter() - started:.1f} s (peak RSS {peak_rss_gib():.2f} GiB)")
     return out

@@ -85,8 +85,20 @@ def _released_i2v() -> VariantConfig:
     return config
 
 
+def _released_v2() -> VariantConfig:
+    """VideoCrafter2 (``inference_t2v_512_v2.0.yaml``): T2V-512 with temporal conv instead of relative
+    position, fps conditioning and the scale schedule (scale_b 0.7); its run script samples at fps 28."""
+    config = _released(
+        "t2v-512-v2", {"temporal_conv": True, "use_relative_position": False, "fps_cond": True}, 320, 512,
+        {"use_scale": True, "scale_a": 1.0, "scale_b": 0.7, "mid_step": 400, "fix_scale_bug": False, "fps": 28},
+    )
+    config.notes.append("VideoCrafter2 (inference_t2v_512_v2.0.yaml)")
+    return config
+
+
 def released_variants() -> dict[str, VariantConfig]:
     return {
+        "t2v-512-v2": _released_v2(),
         "i2v-512": _released_i2v(),
         "t2v-512": _released("t2v-512", {"temporal_conv": False, "use_relative_position": True}, 320, 512),
         "t2v-1024": _released(
