@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import time
 from pathlib import Path
 
@@ -21,13 +20,10 @@ import torch
 
 from export.graphs import compare_outputs
 from export.onnx_io import export_onnx, run_onnx
+from export.phases import peak_rss_gib as peak_gib
 from export.random_init import randomize_
 from export.videocrafter1 import components as vc
 from export.videocrafter1.presets import released_variants
-
-
-def peak_gib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
 def main() -> None:

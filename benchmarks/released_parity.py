@@ -26,12 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.arrays import agreement, psnr
+
 PROMPT = "a corgi running on the beach at sunset"
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
 
 
 def videocrafter1(bundle: Path, checkpoint: Path, args: argparse.Namespace) -> dict:
@@ -57,7 +54,7 @@ def videocrafter1(bundle: Path, checkpoint: Path, args: argparse.Namespace) -> d
 
     reference = generate_video_torch(modules, constants, PROMPT, image_rgb=image, **kwargs)
     torch_s = time.perf_counter() - start
-    return {"variant": manifest.variant, **kwargs, "psnr_db": psnr(video, reference),
+    return {"variant": manifest.variant, **kwargs, "psnr_db": psnr(reference, video),
             "max_abs_levels": int(np.abs(video.astype(int) - reference.astype(int)).max()),
             "video_std": float(video.std()), "runtime_s": runtime_s, "torch_s": torch_s}
 
@@ -104,7 +101,6 @@ def imagebind(bundle: Path, checkpoint: Path, args: argparse.Namespace) -> dict:
     from export.imagebind.bundle import build_one
     from export.imagebind.components import encoder_spec
     from export.imagebind.presets import presets
-    from export.onnx_io import agreement
     from runtime.imagebind.inputs import prepare
     from runtime.imagebind.pipeline import EmbeddingPipeline, average_clips
 

@@ -73,7 +73,7 @@ def _is_external(tensor) -> bool:
 def _gather_external_data(model, scratch: Path, path: Path, chunk: int = 64 * 1024**2) -> None:
     """Copy every external initializer of ``model`` (files under ``scratch``) into ``<path>.data``, one chunk
     at a time, and point the initializers there: no tensor is ever held in memory whole."""
-    from onnx.external_data_helper import ExternalDataInfo, set_external_data
+    from onnx.external_data_helper import ExternalDataInfo
 
     target = path.with_name(path.name + ".data")
     offset = 0
@@ -94,7 +94,9 @@ def _gather_external_data(model, scratch: Path, path: Path, chunk: int = 64 * 10
                     remaining -= len(block)
                     length += len(block)
             del tensor.external_data[:]
-            set_external_data(tensor, location=target.name, offset=offset, length=length)
+            for key, value in (("location", target.name), ("offset", str(offset)), ("length", str(length))):
+                entry = tensor.external_data.add()
+                entry.key, entry.value = key, value
             offset += length
 
 

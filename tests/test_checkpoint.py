@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from export.checkpoint import SHOWN_KEYS, CheckpointError, load_checkpoint, read_checkpoint
+from export.checkpoint import SHOWN_KEYS, CheckpointError, load_checkpoint, load_into, meta_parameters, read_checkpoint
 
 
 class _Payload:
@@ -72,3 +72,40 @@ def test_garbage_files_give_clean_errors(tmp_path, content):
 def test_missing_file(tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         read_checkpoint(tmp_path / "nope.ckpt")
+
+
+def test_meta_built_module_takes_the_checkpoint_tensors_without_copying(tmp_path):
+    source = _net()
+    torch.save({"state_dict": source.state_dict()}, tmp_path / "model.ckpt")
+    state = read_checkpoint(tmp_path / "model.ckpt")
+    with meta_parameters():
+        target = _net()
+    assert all(p.is_meta for p in target.parameters())
+    load_into(target, state)
+    assert target[0].weight.data_ptr() == state["0.weight"].data_ptr()  # the memory-mapped tensor itself
+    x = torch.randn(5, 3)
+    assert torch.equal(target(x), source(x))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_checkpoints_load_as_float32(tmp_path, dtype):
+    source = _net()
+    torch.save({k: v.to(dtype) for k, v in source.state_dict().items()}, tmp_path / "half.pth")
+    with meta_parameters():
+        target = _net()
+    load_checkpoint(target, tmp_path / "half.pth")
+    assert target[0].weight.dtype == torch.float32
+    assert torch.equal(target[0].weight, source[0].weight.detach().to(dtype).float())
+
+
+def test_meta_parameters_keeps_computed_buffers():
+    class WithMask(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(2, 2)
+            self.register_buffer("mask", torch.tril(torch.ones(3, 3)), persistent=False)
+
+    with meta_parameters():
+        module = WithMask()
+    assert module.linear.weight.is_meta and torch.equal(module.mask, torch.tril(torch.ones(3, 3)))
+    assert not torch.nn.Linear(2, 2).weight.is_meta  # only inside the context
