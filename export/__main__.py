@@ -2,13 +2,16 @@
 
   python -m export all [--out bundles] [--seed 0]
   python -m export videocrafter1 --variant t2v-512 --checkpoint model.ckpt [--config x.yaml] --out DIR
+  python -m export videocrafter1 --variant t2v-512-v2 --checkpoint videocrafter2.ckpt --out DIR   (VideoCrafter2)
   python -m export imagebind --checkpoint imagebind_huge.pth [--modalities vision text ...] --out DIR
   python -m export ait --variant swinv2b_480reso_depthonly --checkpoint ait_depth.pth [--vqvae vqvae_depth.pt]
   python -m export ait --variant swinv2b_640reso_inssegonly --checkpoint ait_insseg.pth [--vqvae vqvae_insseg.pt]
   python -m export verify-reference CASE_DIR [CASE_DIR ...]
 
 Each family's command and tiny bundles live in ``export/<family>/cli.py``; the
-families come from ``runtime.families``.
+families come from ``runtime.families``. Exports run in bounded memory: checkpoints are
+memory-mapped and become the weights of modules built without storage, one component at
+a time, traced at a small shape (``export/phases.py`` logs each phase's time and peak RSS).
 """
 from __future__ import annotations
 
