@@ -49,7 +49,8 @@ def videocrafter1(bundle: Path, checkpoint: Path, args: argparse.Namespace) -> d
     runtime_s = time.perf_counter() - start
     gc.collect()
     start = time.perf_counter()
-    modules = build_modules({**released_variants(), **tiny_variants()}[manifest.variant], checkpoint, trust=False, seed=0)
+    config = {**released_variants(), **tiny_variants()}[manifest.variant]
+    modules = build_modules(config, checkpoint, trust=False, seed=0)
     from export.videocrafter1.reference_pipeline import generate_video_torch
 
     reference = generate_video_torch(modules, constants, PROMPT, image_rgb=image, **kwargs)

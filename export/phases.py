@@ -47,8 +47,9 @@ class Phase:
 
 def export_component(label: str, build: Callable[[], object], graphs: Callable[[object], list], root: Path,
                      log: Callable[[str], None]) -> list:
-    """Build one component (a module, or several that share graphs), trace its graphs (``graphs(module)`` gives ``(spec, feeds, ranges)`` triples) into
-    ``root``, release the module, then check every graph under ONNX Runtime; returns their components.
+    """Build one component (a module, or several that share graphs), trace its graphs into ``root``
+    (``graphs(module)`` gives ``(spec, feeds, ranges)`` triples), release the module, then check every
+    graph under ONNX Runtime; returns their components.
 
     Only this component's weights are in memory while it is traced, and none while ONNX Runtime
     holds its graphs for the check.

@@ -30,10 +30,12 @@ TOKENIZER_FILE = "tokenizer/" + VOCAB_FILE.name
 Log = Callable[[str], None]
 
 
-# Components in export order, with the seed offset each gets for random weights.
+# The seed offset each component gets for random weights (the order they were randomised in before).
 SEED_OFFSETS = {"text_encoder": 2, "unet": 0, "vae": 1, "image_encoder": 3, "image_proj": 4}
-_BUILDERS = {"unet": (vc.build_unet, "unet"), "vae": (vc.build_vae, "vae"), "text_encoder": (vc.build_text_encoder, "text"),
-             "image_encoder": (vc.build_image_encoder, "image_encoder"), "image_proj": (vc.build_image_proj, "image_proj")}
+_BUILDERS = {"unet": (vc.build_unet, "unet"), "vae": (vc.build_vae, "vae"),
+             "text_encoder": (vc.build_text_encoder, "text"),
+             "image_encoder": (vc.build_image_encoder, "image_encoder"),
+             "image_proj": (vc.build_image_proj, "image_proj")}
 
 
 def component_names(config: VariantConfig) -> list[str]:
@@ -196,7 +198,8 @@ def check_checkpoint(config: VariantConfig, checkpoint: Path, *, trust: bool, lo
     state = read_checkpoint(checkpoint, trust=trust)
     problems = []
     for name in component_names(config):
-        problems.append(fit_problem(empty_component(config, name), select_prefix(state, vc.PREFIXES[name]), what=f"{config.name} {name}"))
+        problems.append(fit_problem(empty_component(config, name), select_prefix(state, vc.PREFIXES[name]),
+                                    what=f"{config.name} {name}"))
     refuse([p for p in problems if p])
     checked = check_schedule(state, pipeline_constants(config)["sampler"], what=f"{config.name}'s sampler")
     log(f"checkpoint fits {config.name}" + (f"; its schedule ({', '.join(checked)}) matches the bundle's sampler"

@@ -28,7 +28,8 @@ def bundle_schedule(sampler: Mapping) -> DDIMSchedule:
     """The schedule the runtime builds from a bundle's ``pipeline.sampler`` constants (any step count will do:
     ``alphas_cumprod`` and ``scale_arr`` do not depend on it)."""
     return DDIMSchedule.make(1, eta=0.0, linear_start=sampler["linear_start"], linear_end=sampler["linear_end"],
-                             num_timesteps=sampler["num_timesteps"], **{k: sampler[k] for k in SCALE_KEYS if k in sampler})
+                             num_timesteps=sampler["num_timesteps"],
+                             **{k: sampler[k] for k in SCALE_KEYS if k in sampler})
 
 
 def _mismatch(name: str, stored: torch.Tensor, expected: np.ndarray | None, settings: str) -> str | None:
