@@ -33,6 +33,16 @@ def _key_list(title: str, keys: list[str]) -> str:
     return f"{len(keys)} {title}: {shown}{more}"
 
 
+def _torch_load(path: Path, trust: bool):
+    """``torch.load`` memory-mapped; a file in the legacy (pre-zip) format cannot be mapped and is read whole."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not trust, mmap=True)
+    except RuntimeError as exc:
+        if "_use_new_zipfile_serialization" not in str(exc):
+            raise
+        return torch.load(path, map_location="cpu", weights_only=not trust)
+
+
 def read_checkpoint(path: str | Path, *, trust: bool = False) -> dict[str, torch.Tensor]:
     """Read every tensor of a ``.safetensors`` or torch checkpoint file.
 
@@ -51,7 +61,7 @@ def read_checkpoint(path: str | Path, *, trust: bool = False) -> dict[str, torch
         except (SafetensorError, OSError, ValueError) as exc:
             raise CheckpointError(f"{path} is not a readable safetensors file: {exc}") from exc
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=not trust, mmap=True)
+        obj = _torch_load(path, trust)
     except pickle.UnpicklingError as exc:
         if trust:
             raise CheckpointError(f"{path} could not be unpickled: {exc}") from exc

@@ -109,3 +109,10 @@ def test_meta_parameters_keeps_computed_buffers():
         module = WithMask()
     assert module.linear.weight.is_meta and torch.equal(module.mask, torch.tril(torch.ones(3, 3)))
     assert not torch.nn.Linear(2, 2).weight.is_meta  # only inside the context
+
+
+def test_legacy_format_checkpoint_loads_without_mmap(tmp_path):
+    source = _net()
+    torch.save({"state_dict": source.state_dict()}, tmp_path / "old.ckpt", _use_new_zipfile_serialization=False)
+    target = load_checkpoint(_net(), tmp_path / "old.ckpt")
+    assert torch.equal(target[1].bias, source[1].bias)

@@ -32,14 +32,14 @@ def bundle_schedule(sampler: Mapping) -> DDIMSchedule:
                              **{k: sampler[k] for k in SCALE_KEYS if k in sampler})
 
 
-def _mismatch(name: str, stored: torch.Tensor, expected: np.ndarray | None, settings: str) -> str | None:
+def _mismatch(name: str, stored: torch.Tensor, expected: np.ndarray | None) -> str | None:
     """Why ``stored`` is not ``expected`` within the rounding of the checkpoint's dtype, or None."""
     if expected is None:
         return (f"the checkpoint carries {name} ({tuple(stored.shape)}, so it was trained with use_scale) but the "
-                f"bundle's schedule has none ({settings})")
+                f"bundle's schedule has none")
     found = stored.detach().to(torch.float64).numpy()
     if found.shape != expected.shape:
-        return f"{name}: checkpoint shape {found.shape}, bundle schedule shape {expected.shape} ({settings})"
+        return f"{name}: checkpoint shape {found.shape}, bundle schedule shape {expected.shape}"
     tolerance = float(torch.finfo(stored.dtype).eps) if stored.is_floating_point() else 0.0
     error = np.abs(found - expected)
     bad = np.flatnonzero(error > tolerance * np.abs(expected) + np.finfo(np.float32).eps)
@@ -47,7 +47,7 @@ def _mismatch(name: str, stored: torch.Tensor, expected: np.ndarray | None, sett
         return None
     i = int(bad[0])
     return (f"{name} differs at {bad.size} of {expected.size} timesteps; first at t={i}: checkpoint {found[i]:.8g}, "
-            f"bundle schedule {expected[i]:.8g} (largest difference {error.max():.3g}; {settings})")
+            f"bundle schedule {expected[i]:.8g} (largest difference {error.max():.3g})")
 
 
 def check_schedule(state: Mapping[str, torch.Tensor], sampler: Mapping, *, what: str) -> list[str]:
@@ -63,12 +63,12 @@ def check_schedule(state: Mapping[str, torch.Tensor], sampler: Mapping, *, what:
         if name not in state:
             continue
         checked.append(name)
-        problem = _mismatch(name, state[name], values, settings)
+        problem = _mismatch(name, state[name], values)
         if problem:
             problems.append(problem)
     if problems:
         raise CheckpointError(
-            f"the checkpoint's diffusion schedule does not match {what}: " + "; ".join(problems)
+            f"the checkpoint's diffusion schedule does not match {what} ({settings}): " + "; ".join(problems)
             + ". Sampling it with this schedule would be wrong: pick the variant (or --config yaml) it was "
             "trained with.")
     return checked
