@@ -2,7 +2,8 @@
 
 A :class:`GraphSpec` is the single description of one exported graph. Export,
 verify-reference and the parity tests all run the same spec, in torch through
-:meth:`GraphSpec.run_torch` and under ONNX Runtime through :func:`export_graph`.
+:meth:`GraphSpec.run_torch` and under ONNX Runtime through :func:`trace_graph` and
+:func:`check_graph` (``export.phases.export_component`` runs both for one component).
 """
 from __future__ import annotations
 
@@ -143,10 +144,3 @@ def check_graph(traced: TracedGraph) -> tuple[Component, GraphCheck, dict[str, n
     )
     seconds = traced.seconds + time.perf_counter() - start
     return component, GraphCheck(spec.name, max_abs, cosine, seconds), found
-
-
-def export_graph(
-    spec: GraphSpec, feeds: Mapping[str, np.ndarray], path: Path, ranges: Mapping[str, Mapping[str, int]]
-) -> tuple[Component, GraphCheck, dict[str, np.ndarray]]:
-    """Export ``spec`` to ``path`` and check it under ONNX Runtime (:func:`trace_graph`, then :func:`check_graph`)."""
-    return check_graph(trace_graph(spec, feeds, path, ranges))
