@@ -411,9 +411,12 @@ def test_tensorrt_session_without_gpu_says_what_to_do(tmp_path, monkeypatch):
 
 
 def test_auto_backend(tmp_path, monkeypatch):
+    from runtime.backends.ov import OpenVINOSession
+
     bundle = _bundle_with_engine(tmp_path)
-    # no tensorrt here (or no GPU): ONNX Runtime, TensorRT-only options dropped
+    # no tensorrt here (or no GPU) and no OpenVINO: ONNX Runtime, TensorRT-only options dropped
     monkeypatch.setattr(tensorrt_backend, "local_target", lambda: None)
+    monkeypatch.setattr(OpenVINOSession, "usable", classmethod(lambda cls, bundle, name, options: False))
     session = open_session(bundle, "unet", backend="auto", precision="fp16", threads=1)
     assert isinstance(session, OrtSession)
     x = np.ones((1, 4, 8), np.float32)
@@ -425,8 +428,20 @@ def test_auto_backend(tmp_path, monkeypatch):
     _fake_polygraphy(monkeypatch)
     monkeypatch.setattr(tensorrt_backend, "local_target", lambda: ORIN)
     assert isinstance(open_session(bundle, "unet", backend="auto", threads=1), TensorRTSession)
-    with pytest.raises(BundleError, match="expected one of onnxruntime, tensorrt, triton, triton-bls, auto"):
+    with pytest.raises(BundleError, match="expected one of onnxruntime, tensorrt, triton, triton-bls, openvino, auto"):
         open_session(bundle, "unet", backend="trt")
+
+
+def test_auto_backend_prefers_openvino_on_a_cpu_where_it_is_installed(tmp_path, monkeypatch):
+    pytest.importorskip("openvino")
+    from runtime.backends.ov import OpenVINOSession
+
+    bundle = _bundle_with_engine(tmp_path)
+    monkeypatch.setattr(tensorrt_backend, "local_target", lambda: None)
+    with open_session(bundle, "unet", backend="auto", threads=1) as session:  # ONNX Runtime's option dropped
+        assert isinstance(session, OpenVINOSession) and session.precision == "fp32"
+    # a precision OpenVINO lacks, or ONNX Runtime providers, keep ONNX Runtime
+    assert isinstance(open_session(bundle, "unet", backend="auto", providers=["CPUExecutionProvider"]), OrtSession)
 
 
 def test_runtime_never_imports_tensorrt_at_import_time():

@@ -28,7 +28,7 @@ FAST = dict(steps=2, frames=2, progress=False)
 def pipeline(tmp_path_factory):
     out = tmp_path_factory.mktemp("bundles") / "videocrafter1-tiny-i2v"
     export_bundle(tiny_i2v(), out, seed=0, log=lambda line: None)
-    return runtime.VideoPipeline(out)
+    return runtime.VideoPipeline(out, backend="onnxruntime")  # the tests reach into ONNX Runtime's session
 
 
 def _image(seed: int = 0) -> np.ndarray:
