@@ -22,6 +22,7 @@ METHODS = ("minmax", "percentile", "entropy")
 QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
 NORM_OPS = frozenset({"GroupNormalization", "LayerNormalization", "InstanceNormalization"})
 PERCENTILE = 99.999
+PROTOBUF_LIMIT = 2**31 - 2**26  # a graph whose weights pass protobuf's 2 GiB (with margin) keeps them outside
 
 
 def int8_names(graph_file: str) -> tuple[str, str]:
@@ -86,16 +87,20 @@ def quantize_component(bundle: Bundle, component: str, model, data: CalibrationD
         raise CalibrationDataError(f"{data.root}: no calibration records of '{component}' outside the held-out "
                                    "samples; collect more --samples")
     graph_rel, cache_rel = int8_names(bundle.component(component).file)
+    large = sum(len(t.raw_data) for t in model.graph.initializer) > PROTOBUF_LIMIT
     calibrate = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                  "entropy": CalibrationMethod.Entropy}[method]
     quantize_static(
         model, str(bundle.root / graph_rel), _reader(data, component), quant_format=QuantFormat.QDQ,
         op_types_to_quantize=list(QUANTIZED_OPS), per_channel=True, activation_type=QuantType.QInt8,
         weight_type=QuantType.QInt8, nodes_to_exclude=list(excluded), calibrate_method=calibrate,
+        use_external_data_format=large,
         extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "CalibPercentile": PERCENTILE})
     scales = activation_scales(onnx.load(str(bundle.root / graph_rel)))
     write_cache(bundle.root / cache_rel, scales, trt_version)
-    return {"graph": graph_rel, "cache": cache_rel, "method": method, "quantized_ops": list(QUANTIZED_OPS),
+    weights = [f"{graph_rel}.data"] if (bundle.root / f"{graph_rel}.data").is_file() else []
+    return {"graph": graph_rel, "cache": cache_rel, "graph_data": weights, "method": method,
+            "quantized_ops": list(QUANTIZED_OPS),
             "activations": "int8 symmetric per tensor", "weights": "int8 symmetric per channel",
             "excluded_nodes": excluded, "tensors_in_cache": len(scales), "tensorrt_cache_version": trt_version,
             "calibration_records": sum(1 for _ in data.records(component, "calibration")),
@@ -126,8 +131,8 @@ def quantize(bundle_root: str | Path, data_root: str | Path, *, method: str = "m
     for name in names:
         entry = quantize_component(bundle, name, models[name], data, method=method, excluded=excluded[name],
                                    trt_version=trt_version)
-        manifest.files[entry["graph"]] = {}
-        manifest.files[entry["cache"]] = {}
+        for rel in (entry["graph"], entry["cache"], *entry["graph_data"]):
+            manifest.files[rel] = {}
         manifest.components[name] = replace(manifest.components[name], int8=entry)
         entries[name] = entry
         log(f"{name}: wrote {entry['graph']} and {entry['cache']} ({method}, {entry['calibration_records']} records, "
