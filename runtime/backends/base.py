@@ -65,6 +65,8 @@ class BaseSession:
     """What every backend shares: feeds checked before ``_infer``, outputs checked after, context management."""
 
     options: ClassVar[frozenset[str]] = frozenset()  # the keyword options this backend's constructor takes
+    label: ClassVar[str] = "backend"  # how errors name the backend
+    _closed = False
 
     def __init__(self, component: Component):
         self.component = component
@@ -77,13 +79,21 @@ class BaseSession:
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
+    def _release(self) -> None:
+        """Free what the backend holds (called once, by ``close``)."""
+
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self._closed:
+            raise BundleError(f"{self.component.name}: the {self.label} session is closed")
         outputs = self._infer(prepare_feeds(self.component, feeds))
         check_finite(self.component, outputs)
         return outputs
 
     def close(self) -> None:
-        """Release what the backend holds; the session cannot run afterwards."""
+        """Release what the backend holds; the session refuses to run afterwards."""
+        if not self._closed:
+            self._closed = True
+            self._release()
 
     def __enter__(self):
         return self

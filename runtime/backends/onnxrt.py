@@ -46,6 +46,7 @@ class OrtSession(BaseSession):
     """
 
     options = frozenset({"providers", "threads", "graph"})
+    label = "ONNX Runtime"
 
     def __init__(self, bundle: Bundle, name: str, *, providers: list[str] | None = None, threads: int = 0,
                  graph: str | Path | None = None):
@@ -62,9 +63,7 @@ class OrtSession(BaseSession):
         self._outputs = [o.name for o in self._session.get_outputs()]
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if self._session is None:
-            raise BundleError(f"{self.component.name}: the ONNX Runtime session is closed")
         return dict(zip(self._outputs, self._session.run(self._outputs, feeds)))
 
-    def close(self) -> None:
+    def _release(self) -> None:
         self._session = None

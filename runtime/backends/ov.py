@@ -71,6 +71,7 @@ class OpenVINOSession(BaseSession):
     """
 
     options = frozenset({"precision", "threads", "graph", "cache_dir"})
+    label = "OpenVINO"
 
     def __init__(self, bundle: Bundle, name: str, *, precision: str = "fp32", threads: int = 0,
                  graph: str | Path | None = None, cache_dir: str | Path | None = None):
@@ -119,15 +120,13 @@ class OpenVINOSession(BaseSession):
         return DEVICE in ov.Core().available_devices
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if self._request is None:
-            raise BundleError(f"{self.component.name}: the OpenVINO session is closed")
         with self._lock:
             results = self._request.infer(feeds)
             # the request reuses its output buffers: copy out, in the manifest's dtypes
             return {name: np.array(results[port], dtype=self._declared.get(name, results[port].dtype))
                     for port, name in self._outputs}
 
-    def close(self) -> None:
+    def _release(self) -> None:
         """Free the infer request and the compiled model."""
         self._request = None
         self._compiled = None

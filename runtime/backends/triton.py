@@ -82,6 +82,7 @@ class TritonSession(BaseSession):
     """
 
     options = frozenset({"url", "prefix", "timeout"})
+    label = "Triton"
 
     def __init__(self, bundle: Bundle, name: str, *, url: str = DEFAULT_URL, prefix: str | None = None,
                  timeout: float = 60.0):
@@ -97,7 +98,7 @@ class TritonSession(BaseSession):
             raise BundleError("backend 'triton' needs tritonclient: pip install 'edge-deploy[triton]'") from exc
         self._api, self._address, self._wire = client, address, _Wire(self.component)
         self._call = {"client_timeout": self.timeout} if self.protocol == "grpc" else {}
-        self._local, self._closed = threading.local(), False
+        self._local = threading.local()
         self._check_model()
 
     @property
@@ -158,8 +159,6 @@ class TritonSession(BaseSession):
         return list(index.models) if self.protocol == "grpc" else list(index)
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if self._closed:
-            raise BundleError(f"{self.component.name}: the Triton session is closed")
         inputs = []
         sent = self._wire.send(feeds)
         for spec in self.component.inputs:
@@ -174,12 +173,12 @@ class TritonSession(BaseSession):
             raise self._fail("refused or failed a request to", exc) from exc
         return self._wire.receive({n: result.as_numpy(n) for n in names})
 
-    def close(self) -> None:
-        """Close this thread's client (the others end with their threads) and refuse further runs."""
+    def _release(self) -> None:
+        """Close this thread's client (the others end with their threads)."""
         client = getattr(self._local, "client", None)
         if client is not None:
             client.close()
-        self._local, self._closed = threading.local(), True
+        self._local = threading.local()
 
 
 class BlsSession(BaseSession):

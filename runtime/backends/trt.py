@@ -119,6 +119,7 @@ class TensorRTSession(BaseSession):
     """
 
     options = frozenset({"precision"})
+    label = "TensorRT"
 
     def __init__(self, bundle: Bundle, name: str, *, precision: str | None = None):
         from polygraphy.backend.trt import EngineFromBytes, TrtRunner
@@ -146,8 +147,6 @@ class TensorRTSession(BaseSession):
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from polygraphy.exception import PolygraphyException
 
-        if self._runner is None:
-            raise BundleError(f"{self.component.name}: the TensorRT session is closed")
         try:
             outputs = self._runner.infer(feeds, check_inputs=True)
         except PolygraphyException as exc:
@@ -155,8 +154,7 @@ class TensorRTSession(BaseSession):
                               f"{self.engine_record.get('profile')}") from exc
         return {n: np.array(a, dtype=self._declared.get(n, a.dtype)) for n, a in outputs.items()}
 
-    def close(self) -> None:
+    def _release(self) -> None:
         """Free the execution context, device buffers and stream."""
-        if self._runner is not None:
-            self._runner.deactivate()
-            self._runner = None
+        self._runner.deactivate()
+        self._runner = None
