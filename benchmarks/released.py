@@ -43,9 +43,10 @@ def cached_bundle(folder: str, export: Callable[[Path], Path], log=print) -> Bun
     return Bundle(path)
 
 
-def calibrated(bundle: Bundle, components: list[str], log=print) -> Bundle:
+def calibrated(bundle: Bundle, components: list[str], log=print, **settings: int) -> Bundle:
     """``bundle`` with INT8 Q/DQ graphs of ``components``: recorded from the calibration stage's sample
-    inputs (``python -m calibration collect``, minmax, sensitive layers kept) when missing."""
+    inputs (``python -m calibration collect``, with ``settings`` such as ``steps`` and ``frames``; minmax,
+    sensitive layers kept) when missing."""
     from calibration.collect import collect
     from calibration.quantize import quantize
 
@@ -54,7 +55,7 @@ def calibrated(bundle: Bundle, components: list[str], log=print) -> Bundle:
         data = bundle.root.parent / f"{bundle.root.name}.calibration"
         if not (data / "index.json").is_file():
             log(f"{bundle.root.name}: recording {CALIBRATION_SAMPLES} calibration samples into {data}")
-            collect(bundle.root, data, samples=CALIBRATION_SAMPLES, log=log)
+            collect(bundle.root, data, samples=CALIBRATION_SAMPLES, log=log, **settings)
         quantize(bundle.root, data, components=missing, log=log)
     return Bundle(bundle.root)
 

@@ -24,7 +24,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="folder of images (image-conditioned VideoCrafter1, AiT, ImageBind; ImageBind also takes its .wav files) (default: %(default)s)")
     rec.add_argument("--out", type=Path, required=True, help="calibration data folder to write")
     rec.add_argument("--samples", type=int, default=8, help="pipeline runs (the last quarter is held out)")
-    rec.add_argument("--steps", type=int, help="sampler steps per run (default: the bundle's)")
+    rec.add_argument("--steps", type=int, help="VideoCrafter1: sampler steps per run (default: the bundle's)")
+    rec.add_argument("--frames", type=int, help="VideoCrafter1: frames per run (default: the bundle's)")
 
     quant = commands.add_parser("quantize", help="write Q/DQ INT8 graphs and TensorRT calibration caches")
     quant.add_argument("bundle", type=Path)
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "collect":
             index = collect(args.bundle, args.out, prompts=args.prompts, images=args.images, samples=args.samples,
-                            steps=args.steps)
+                            steps=args.steps, frames=args.frames)
             print(f"wrote {index}")
         elif args.command == "quantize":
             quantize(args.bundle, args.data, method=args.method, exclude=args.exclude, components=args.components,

@@ -42,12 +42,13 @@ class FamilyRecipe:
 
     open_pipeline: Callable[[Bundle], Any]
     sessions: Mapping[str, Facts | None]  # component name -> per-record facts
-    run_sample: Callable[[Any, Inputs, int, int | None], None]  # (pipeline, inputs, sample, steps)
+    run_sample: Callable[[Any, Inputs, int, Mapping[str, int]], None]  # (pipeline, inputs, sample, settings)
     needs_images: Callable[[Bundle], bool]
     describe: Callable[[Inputs, int], dict[str, Any]]  # what one sample ran on, kept in the index
     # where the pipeline keeps its sessions: a mutable {key: session} (None: attributes named as the components)
     session_table: Callable[[Any], MutableMapping[str, Any]] | None = None
     needs_audio: bool = False
+    settings: tuple[str, ...] = ()  # run settings the recipe takes (``steps``, ``frames``), passed when given
 
 
 def swap_sessions(pipeline, recipe: FamilyRecipe, replace: Callable[[Any, Facts | None], Any]) -> None:
@@ -83,9 +84,9 @@ def sample_inputs(inputs: Inputs, sample: int) -> dict[str, str]:
     return chosen
 
 
-def _run_video(pipeline, inputs: Inputs, sample: int, steps: int | None) -> None:
+def _run_video(pipeline, inputs: Inputs, sample: int, settings: Mapping[str, int]) -> None:
     chosen = sample_inputs(inputs, sample)
-    pipeline.generate(chosen["prompt"], image=chosen.get("image"), steps=steps, seed=sample, progress=False)
+    pipeline.generate(chosen["prompt"], image=chosen.get("image"), seed=sample, progress=False, **settings)
 
 
 def _step(feeds: Mapping[str, np.ndarray]) -> dict[str, Any]:
@@ -98,7 +99,7 @@ def _open_depth(bundle: Bundle):
     return DepthPipeline(bundle)
 
 
-def _run_depth(pipeline, inputs: Inputs, sample: int, steps: int | None) -> None:
+def _run_depth(pipeline, inputs: Inputs, sample: int, settings: Mapping[str, int]) -> None:
     pipeline.estimate(str(inputs.images[sample % len(inputs.images)]), progress=False)
 
 
@@ -153,7 +154,7 @@ def _open_embedding(bundle: Bundle):
     return EmbeddingPipeline(bundle)
 
 
-def _run_embedding(pipeline, inputs: Inputs, sample: int, steps: int | None) -> None:
+def _run_embedding(pipeline, inputs: Inputs, sample: int, settings: Mapping[str, int]) -> None:
     pipeline.embed(embedding_items(_describe_embedding(inputs, sample), pipeline.modalities))
 
 
@@ -165,6 +166,7 @@ RECIPES: dict[str, FamilyRecipe] = {
         run_sample=_run_video,
         needs_images=lambda bundle: bundle.pipeline.get("mode") == "i2v",
         describe=sample_inputs,
+        settings=("steps", "frames"),
     ),
     "ait": FamilyRecipe(
         open_pipeline=_open_depth,
@@ -224,13 +226,22 @@ def heldout_samples(samples: int) -> list[int]:
 
 
 def collect(bundle_root: str | Path, out: str | Path, *, prompts: Path = DEFAULT_PROMPTS,
-            images: Path = DEFAULT_IMAGES, samples: int = 8, steps: int | None = None,
+            images: Path = DEFAULT_IMAGES, samples: int = 8, steps: int | None = None, frames: int | None = None,
             log: Callable[[str], None] = print) -> Path:
-    """Run ``samples`` calibration samples through the bundle's pipeline and write the recorded inputs."""
+    """Run ``samples`` calibration samples through the bundle's pipeline and write the recorded inputs.
+
+    ``steps`` and ``frames`` (VideoCrafter1) override the bundle's sampler steps and frame count, e.g. to
+    record a released-size UNet at a few frames; the index keeps them so the report reruns the same.
+    """
     if samples < 1:
         raise ValueError(f"--samples must be at least 1, found {samples}")
     bundle = Bundle(bundle_root)
     recipe = recipe_for(bundle)
+    settings = {k: v for k, v in (("steps", steps), ("frames", frames)) if v is not None}
+    unknown = sorted(set(settings) - set(recipe.settings))
+    if unknown:
+        raise ValueError(f"--{unknown[0]} applies to {', '.join(k for k, r in RECIPES.items() if unknown[0] in r.settings)} "
+                         f"bundles; {bundle.root} is a {bundle.manifest.family} bundle")
     inputs = Inputs(read_prompts(prompts), find_images(images) if recipe.needs_images(bundle) else (),
                     find_audio(images) if recipe.needs_audio else ())
     pipeline = recipe.open_pipeline(bundle)
@@ -238,9 +249,9 @@ def collect(bundle_root: str | Path, out: str | Path, *, prompts: Path = DEFAULT
     swap_sessions(pipeline, recipe, lambda session, facts: RecordingSession(session, recorder, facts))
     for sample in range(samples):
         recorder.sample = sample
-        recipe.run_sample(pipeline, inputs, sample, steps)
+        recipe.run_sample(pipeline, inputs, sample, settings)
         log(f"sample {sample + 1}/{samples}: " + ", ".join(f"{k} {len(v)}" for k, v in recorder.feeds.items()))
-    header = {"family": bundle.manifest.family, "variant": bundle.manifest.variant, "steps": steps,
+    header = {"family": bundle.manifest.family, "variant": bundle.manifest.variant, "steps": steps, "frames": frames,
               "prompts_file": str(Path(prompts).resolve()),
               "images_folder": str(Path(images).resolve()) if inputs.images else None,
               "samples": samples, "heldout_samples": heldout_samples(samples),

@@ -73,10 +73,19 @@ def _reader(data: CalibrationData, component: str):
     return Reader()
 
 
-def quantize_component(bundle: Bundle, component: str, model, data: CalibrationData, *, method: str,
+def _weight_bytes(bundle: Bundle, component: str) -> int:
+    entry = bundle.component(component)
+    return sum((bundle.root / rel).stat().st_size for rel in (entry.file, *entry.extra_files))
+
+
+def quantize_component(bundle: Bundle, component: str, data: CalibrationData, *, method: str,
                        excluded: dict[str, str], trt_version: str = DEFAULT_TRT_VERSION) -> dict:
-    """Write the Q/DQ graph and cache of one component (``model``: its FP32 graph, loaded); returns its
-    manifest ``int8`` entry."""
+    """Write the Q/DQ graph and cache of one component; returns its manifest ``int8`` entry.
+
+    ONNX Runtime reads the FP32 graph from the bundle itself (this process never holds a second copy of
+    released-size weights; minmax records only each tensor's reduced min and max). The activation ranges are
+    kept beside the data (:meth:`CalibrationData.ranges_path`) and reused by the next quantization.
+    """
     import onnx
     import onnxruntime
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -87,11 +96,12 @@ def quantize_component(bundle: Bundle, component: str, model, data: CalibrationD
         raise CalibrationDataError(f"{data.root}: no calibration records of '{component}' outside the held-out "
                                    "samples; collect more --samples")
     graph_rel, cache_rel = int8_names(bundle.component(component).file)
-    large = sum(len(t.raw_data) for t in model.graph.initializer) > PROTOBUF_LIMIT
+    large = _weight_bytes(bundle, component) > PROTOBUF_LIMIT
     calibrate = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                  "entropy": CalibrationMethod.Entropy}[method]
     quantize_static(
-        model, str(bundle.root / graph_rel), _reader(data, component), quant_format=QuantFormat.QDQ,
+        str(bundle.component_path(component)), str(bundle.root / graph_rel), _reader(data, component),
+        calibration_cache_path=data.ranges_path(component, method), quant_format=QuantFormat.QDQ,
         op_types_to_quantize=list(QUANTIZED_OPS), per_channel=True, activation_type=QuantType.QInt8,
         weight_type=QuantType.QInt8, nodes_to_exclude=list(excluded), calibrate_method=calibrate,
         use_external_data_format=large,
@@ -119,7 +129,7 @@ def quantize(bundle_root: str | Path, data_root: str | Path, *, method: str = "m
     names = components or [c for c in data.components if c in bundle.manifest.components]
     if not names:
         raise BundleError(f"none of the recorded components {data.components} is in {bundle.root}")
-    models = {name: onnx.load(str(bundle.component_path(name))) for name in names}
+    models = {name: onnx.load(str(bundle.component_path(name)), load_external_data=False) for name in names}
     excluded = {name: excluded_nodes(model, exclude or [], keep_sensitive=keep_sensitive)
                 for name, model in models.items()}
     for pattern in exclude or []:
@@ -129,7 +139,7 @@ def quantize(bundle_root: str | Path, data_root: str | Path, *, method: str = "m
     manifest = bundle.manifest
     entries = {}
     for name in names:
-        entry = quantize_component(bundle, name, models[name], data, method=method, excluded=excluded[name],
+        entry = quantize_component(bundle, name, data, method=method, excluded=excluded[name],
                                    trt_version=trt_version)
         for rel in (entry["graph"], entry["cache"], *entry["graph_data"]):
             manifest.files[rel] = {}

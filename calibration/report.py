@@ -44,15 +44,15 @@ def video_end_to_end(bundle: Bundle, data: CalibrationData, int8: Mapping[str, O
     heldout = data.index.get("heldout_samples") or [0]
     sample = heldout[0]
     chosen = data.index["inputs"][sample]
-    steps = data.index.get("steps")
+    steps, frames = data.index.get("steps"), data.index.get("frames")
 
     def generate(pipeline):
-        return pipeline.generate(chosen["prompt"], image=chosen.get("image"), steps=steps, seed=sample,
-                                 progress=False)
+        return pipeline.generate(chosen["prompt"], image=chosen.get("image"), steps=steps, frames=frames,
+                                 seed=sample, progress=False)
 
     pipeline = VideoPipeline(bundle)
     reference = generate(pipeline)
-    figures: dict[str, Any] = {"prompt": chosen["prompt"], "seed": sample, "steps": steps}
+    figures: dict[str, Any] = {"prompt": chosen["prompt"], "seed": sample, "steps": steps, "frames": frames}
     if "unet" in int8:
         pipeline.unet = int8["unet"]
         figures["psnr_db_int8_unet"] = psnr(reference, generate(pipeline))

@@ -1,9 +1,10 @@
 """Recorded calibration data: the real inputs each component saw while a pipeline ran.
 
 A data folder holds one ``<component>.npz`` per component (arrays named
-``<record>.<input>``, records numbered from 0) and ``index.json``::
+``<record>.<input>``, records numbered from 0) and ``index.json`` (the quantize step adds ``<component>.<method>.ranges.json``, the activation ranges
+it computed from the records)::
 
-    {"format": "edge-calibration/1", "family", "variant", "steps", "samples",
+    {"format": "edge-calibration/1", "family", "variant", "steps", "frames", "samples",
      "heldout_samples": [sample indices kept out of calibration, used by the report],
      "components": {name: {"file": "<name>.npz", "inputs": [names],
                            "records": [{"sample": int, ...facts such as "timestep"}]}}}
@@ -25,6 +26,7 @@ from runtime.backends import Session, prepare_feeds
 
 FORMAT = "edge-calibration/1"
 INDEX = "index.json"
+RANGES_SUFFIX = ".ranges.json"
 
 # facts(feeds) -> extra per-record facts worth keeping in the index (e.g. the UNet's timestep).
 Facts = Callable[[Mapping[str, np.ndarray]], dict[str, Any]]
@@ -65,6 +67,8 @@ class RecordingSession:
 def write_data(out: Path, recorder: Recorder, header: Mapping[str, Any]) -> Path:
     """Write one npz per recorded component and ``index.json``; returns the index path."""
     out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob(f"*{RANGES_SUFFIX}"):  # ranges computed from the records this folder held before
+        stale.unlink()
     components = {}
     for name, records in recorder.feeds.items():
         arrays = {f"{i}.{key}": value for i, feeds in enumerate(records) for key, value in feeds.items()}
@@ -99,6 +103,11 @@ class CalibrationData:
     @property
     def components(self) -> list[str]:
         return list(self.index["components"])
+
+    def ranges_path(self, component: str, method: str) -> Path:
+        """Where the quantize step keeps the activation ranges it computed from these records (ONNX Runtime's
+        calibration cache), so quantizing again with other exclusions skips the calibration runs."""
+        return self.root / f"{component}.{method}{RANGES_SUFFIX}"
 
     def check_bundle(self, family: str, variant: str) -> None:
         found = (self.index.get("family"), self.index.get("variant"))

@@ -160,6 +160,34 @@ def test_bad_inputs_give_clear_errors(calibrated, tmp_path, capsys):
                  exclude=["*no-such-node*"], log=lambda _: None)
 
 
+def test_fewer_frames_are_recorded_and_ranges_are_reused(calibrated, tmp_path):
+    """``frames`` records the UNet at a reduced frame count (as the released-size benchmark does); the ranges
+    the first quantization computed serve the next one, until the data is recorded again."""
+    import shutil
+
+    bundle, _, _ = calibrated
+    root = shutil.copytree(bundle.root, tmp_path / "t2v")
+    data_root = tmp_path / "data"
+    collect(root, data_root, samples=2, steps=2, frames=4, log=lambda _: None)
+    data = CalibrationData.open(data_root)
+    assert data.index["frames"] == 4 and bundle.pipeline["frames"] != 4
+    assert {f["x"].shape[2] for f in data.records("unet")} == {4}
+    assert len(list(data.records("vae_decoder"))) == 2 * 4
+    first = quantize(root, data_root, components=["unet"], log=lambda _: None)["unet"]
+    ranges = data.ranges_path("unet", "minmax")
+    written = ranges.stat().st_mtime_ns
+    scales = activation_scales(onnx.load(str(root / first["graph"])))
+    second = quantize(root, data_root, components=["unet"], exclude=["*attn1*"], log=lambda _: None)["unet"]
+    assert ranges.stat().st_mtime_ns == written and len(second["excluded_nodes"]) > len(first["excluded_nodes"])
+    again = activation_scales(onnx.load(str(root / second["graph"])))
+    shared = set(scales) & set(again)
+    assert shared and all(again[name] == scales[name] for name in shared)
+    figures = report(root, data_root)
+    assert figures["end_to_end"]["frames"] == 4
+    collect(root, data_root, samples=2, steps=2, frames=4, log=lambda _: None)
+    assert not ranges.exists()  # new records: the old ranges no longer describe them
+
+
 @pytest.mark.parametrize("method", ["percentile", "entropy"])
 def test_histogram_methods_give_running_qdq_graphs(calibrated, tmp_path, method):
     import shutil
@@ -181,6 +209,8 @@ def test_ait_records_encoder_and_ar_loop_and_reports_depth_error(tmp_path):
     from export.ait.presets import tiny_depth
 
     root = export_ait(tiny_depth(), tmp_path / "ait", seed=0, log=lambda _: None)
+    with pytest.raises(ValueError, match="--frames applies to videocrafter1 bundles; .* is a ait bundle"):
+        collect(root, tmp_path / "data", samples=2, frames=2, log=lambda _: None)
     collect(root, tmp_path / "data", samples=2, log=lambda _: None)
     data = CalibrationData.open(tmp_path / "data")
     bundle = Bundle(root)
