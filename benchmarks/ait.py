@@ -140,10 +140,10 @@ def _torch_solve(modules, steps: int):
 
 def _end_to_end(bundle: Bundle, modules, repeats: int) -> tuple[Row, dict]:
     """estimate_depth (TTA windows + flips, soft) on the runtime vs the same code path with torch graphs."""
-    pipeline = DepthPipeline(bundle)
+    pipeline = DepthPipeline(bundle, backend="onnxruntime")
     c = pipeline.constants
     image = _test_image()
-    torch_pipeline = DepthPipeline(bundle)
+    torch_pipeline = DepthPipeline(bundle, backend="onnxruntime")
     torch_pipeline.solve = _torch_solve(modules, c["token_length"])  # same numpy pre/post, torch graphs
     runtime_time = measure(lambda: pipeline.estimate(image, progress=False), repeats)
     torch_time = measure(lambda: torch_pipeline.estimate(image, progress=False), repeats)

@@ -111,7 +111,7 @@ def _end_to_end(bundle: Bundle, config, gflop: dict[str, float], steps: int, rep
     from export.videocrafter1.bundle import build_modules
     from export.videocrafter1.reference_pipeline import generate_video_torch
 
-    pipeline = VideoPipeline(bundle)
+    pipeline = VideoPipeline(bundle, backend="onnxruntime")
     c = pipeline.constants
     image = _test_image() if pipeline.is_i2v else None
     args = dict(steps=steps, guidance_scale=c["sampler"]["guidance_scale"], eta=c["sampler"]["eta"], seed=0,
@@ -203,7 +203,7 @@ def bench(bundles: list[Path], *, quick: bool, repeats: int) -> FamilyReport:
 
 def _sampler_convergence(bundle: Bundle, report: FamilyReport, repeats: int) -> dict:
     """The samplers' convergence report on a T2V bundle: figures, table rows and the plot."""
-    with VideoPipeline(bundle) as pipeline:
+    with VideoPipeline(bundle, backend="onnxruntime") as pipeline:
         found = samplers.convergence(pipeline, PROMPT, repeats=repeats)
     variant = bundle.manifest.variant
     report.rows += samplers.rows(variant, found)

@@ -80,13 +80,13 @@ def depth_end_to_end(bundle: Bundle, data: CalibrationData, int8: Mapping[str, O
     from runtime.ait.depth import DepthPipeline
 
     images = [chosen["image"] for _, chosen in _heldout_inputs(data)]
-    fp32 = DepthPipeline(bundle)
+    fp32 = DepthPipeline(bundle, backend="onnxruntime")
     reference = [fp32.estimate(image, progress=False) for image in images]
     figures: dict[str, Any] = {"images": images}
     variants = {f"int8_{name}": {name} for name in int8} if len(int8) > 1 else {}
     variants["all_int8"] = set(int8)
     for label, names in variants.items():
-        pipeline = DepthPipeline(bundle)
+        pipeline = DepthPipeline(bundle, backend="onnxruntime")
         swap_sessions(pipeline, RECIPES["ait"], lambda s, _f: int8[s.component.name] if s.component.name in names else s)
         errors = [depth_errors(r, pipeline.estimate(image, progress=False)) for r, image in zip(reference, images)]
         figures[f"{label}"] = {k: float(np.mean([e[k] for e in errors])) for k in ("abs_rel", "rmse")}
@@ -105,8 +105,8 @@ def embedding_end_to_end(bundle: Bundle, data: CalibrationData, int8: Mapping[st
     from runtime.images import load_rgb
     from runtime.imagebind.pipeline import EmbeddingPipeline, top_k
 
-    fp32 = EmbeddingPipeline(bundle)
-    quant = EmbeddingPipeline(bundle)
+    fp32 = EmbeddingPipeline(bundle, backend="onnxruntime")
+    quant = EmbeddingPipeline(bundle, backend="onnxruntime")
     swap_sessions(quant, RECIPES["imagebind"], lambda s, _f: int8.get(s.component.name, s))
     heldout = _heldout_inputs(data)
     cosine: dict[str, float] = {}

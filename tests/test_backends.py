@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from runtime.backends import OrtSession, OwnsSessions, open_session, pipeline_for
+from runtime.backends import OrtSession, OwnsSessions, auto_backend, open_session, pipeline_for
+from runtime.backends.auto import growing_caches
 from runtime.backends.base import BACKENDS, backend_class
 from runtime.bundle import Bundle, BundleError, BundleWriter, Component, Manifest, TensorSpec, write_manifest
 
@@ -28,6 +30,61 @@ def bundle(tmp_path) -> Bundle:
     return Bundle(tmp_path / "b")
 
 
+STEP = Component(
+    "step", "step.onnx",
+    (TensorSpec("token", "float32", ("batch", 4)), TensorSpec("cache", "float32", ("batch", "past", 4))),
+    (TensorSpec("logits", "float32", ("batch", 4)), TensorSpec("new_cache", "float32", ("batch", "past_plus_one", 4))),
+    {"token": {"min": (1, 4), "opt": (1, 4), "max": (2, 4)},
+     "cache": {"min": (1, 0, 4), "opt": (1, 2, 4), "max": (2, 8, 4)}})
+
+
+@pytest.fixture
+def step_bundle(tmp_path) -> Bundle:
+    """One component ``step``, a token-by-token step: new_cache = cache with the token appended, logits = token."""
+    nodes = [helper.make_node("Identity", ["token"], ["logits"]),
+             helper.make_node("Unsqueeze", ["token", "axis"], ["row"]),
+             helper.make_node("Concat", ["cache", "row"], ["new_cache"], axis=1)]
+    graph = helper.make_graph(nodes, "g",
+                              [helper.make_tensor_value_info("token", TensorProto.FLOAT, ["batch", 4]),
+                               helper.make_tensor_value_info("cache", TensorProto.FLOAT, ["batch", "past", 4])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 4]),
+                               helper.make_tensor_value_info("new_cache", TensorProto.FLOAT,
+                                                             ["batch", "past_plus_one", 4])],
+                              [helper.make_tensor("axis", TensorProto.INT64, [1], [1])])
+    with BundleWriter(tmp_path / "s") as root:
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(root / "step.onnx"))
+        write_manifest(root, Manifest("test", "tiny", {"step": STEP}, {}, files={"step.onnx": {}}))
+    return Bundle(tmp_path / "s")
+
+
+def test_a_cache_each_call_extends_is_read_from_the_manifest():
+    assert growing_caches(STEP) == ("cache",)
+    # the same shapes, but the axis cannot start empty: an image-like axis resized, not a cache
+    sized = replace(STEP, profile={**STEP.profile, "cache": {**STEP.profile["cache"], "min": (1, 1, 4)}})
+    assert growing_caches(sized) == ()
+    # an output with the same symbol (a UNet's eps like its x) or differing in two axes (an upsampler)
+    same = replace(STEP, outputs=(TensorSpec("new_cache", "float32", ("batch", "past", 4)),))
+    wider = replace(STEP, outputs=(TensorSpec("new_cache", "float32", ("batch", "past_plus_one", 8)),))
+    assert growing_caches(same) == () and growing_caches(wider) == ()
+
+
+def test_auto_runs_a_cache_step_on_onnx_runtime_and_a_named_backend_as_asked(step_bundle, tmp_path, monkeypatch):
+    """The rule (README "Backends"): a step that extends a cache runs on ONNX Runtime on a CPU, even where
+    OpenVINO is installed and even when a precision only OpenVINO takes is asked (it is dropped)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    token, cache = np.ones((1, 4), np.float32), np.arange(8, dtype=np.float32).reshape(1, 2, 4)
+    assert auto_backend(step_bundle, "step", {}) == "onnxruntime"
+    for options in ({}, {"precision": "bf16"}, {"threads": 1}):
+        with open_session(step_bundle, "step", backend="auto", **options) as session:
+            assert type(session) is OrtSession and session.label == "ONNX Runtime"
+            out = session.run({"token": token, "cache": cache})
+            np.testing.assert_array_equal(out["new_cache"], np.concatenate([cache, token[:, None]], axis=1))
+    pytest.importorskip("openvino")
+    with open_session(step_bundle, "step", backend="openvino") as session:  # asked by name: never overridden
+        assert session.label == "OpenVINO"
+        np.testing.assert_array_equal(session.run({"token": token, "cache": cache})["logits"], token)
+
+
 def test_registry_names_every_backend_and_refuses_others(bundle):
     assert BACKENDS == ("onnxruntime", "tensorrt", "triton", "triton-bls", "openvino", "auto")
     assert backend_class("onnxruntime") is OrtSession
@@ -44,14 +101,16 @@ def test_auto_takes_openvino_fp32_on_a_cpu_unless_told_otherwise(bundle, monkeyp
     pytest.importorskip("openvino")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    assert auto_backend(bundle, "double", {}) == "openvino"
     with open_session(bundle, "double", backend="auto") as session:
-        assert type(session).__name__ == "OpenVINOSession" and session.precision == "fp32"
+        assert session.label == "OpenVINO" and session.precision == "fp32"
         np.testing.assert_array_equal(session.run({"x": x})["y"], 2 * x)
     with open_session(bundle, "double", backend="auto", precision="bf16") as session:
         assert type(session).__name__ == "OpenVINOSession" and session.precision == "bf16"
     # asked for what OpenVINO does not do: ONNX Runtime providers, or a TensorRT precision
     assert type(open_session(bundle, "double", backend="auto", providers=["CPUExecutionProvider"])) is OrtSession
     assert type(open_session(bundle, "double", backend="auto", precision="int8")) is OrtSession
+    assert type(open_session(bundle, "double", backend="onnxruntime")) is OrtSession  # asked by name
     monkeypatch.setitem(sys.modules, "openvino", None)  # not installed: import fails
     assert type(open_session(bundle, "double", backend="auto")) is OrtSession
 

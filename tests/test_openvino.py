@@ -153,3 +153,15 @@ def test_one_session_serves_several_threads(bundles, cache):
             found = list(pool.map(lambda f: session.run(f)["embedding"], feeds * 3))
     for index, result in enumerate(found):
         np.testing.assert_array_equal(result, expected[index % 4])
+
+
+def test_auto_on_a_cpu_puts_only_the_ait_decoder_step_on_onnx_runtime(bundles, cache):
+    """The rule of README "Backends" on every component of the tiny bundles: the AiT decoder step (the one
+    component that extends a KV cache per call) on ONNX Runtime, every other component on OpenVINO FP32."""
+    chosen = {}
+    for family, bundle in bundles.items():
+        for name in bundle.manifest.components:
+            with open_session(bundle, name, backend="auto", cache_dir=cache) as session:
+                chosen[family, name] = session.label
+    assert {key for key, label in chosen.items() if label == "ONNX Runtime"} == {("ait", "decoder_step")}
+    assert {label for key, label in chosen.items() if key != ("ait", "decoder_step")} == {"OpenVINO"}

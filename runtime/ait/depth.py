@@ -86,7 +86,7 @@ def open_task_bundle(bundle: str | Path | Bundle, task: str, caller: str, varian
 class DepthPipeline(OwnsSessions):
     """The opened graphs, tables and constants of one AiT depth bundle (load once, estimate many)."""
 
-    def __init__(self, bundle: str | Path | Bundle, *, backend: str = "onnxruntime"):
+    def __init__(self, bundle: str | Path | Bundle, *, backend: str = "auto"):
         self.bundle = open_task_bundle(bundle, "depth", "estimate_depth", "...")
         self.constants = c = self.bundle.pipeline
         self.image_encoder = self._open(self.bundle, "image_encoder", backend)

@@ -243,7 +243,7 @@ class InstanceHead:
 class InstancePipeline(OwnsSessions):
     """The opened graphs, tables and constants of one AiT insseg bundle (load once, segment many)."""
 
-    def __init__(self, bundle: str | Path | Bundle, *, backend: str = "onnxruntime"):
+    def __init__(self, bundle: str | Path | Bundle, *, backend: str = "auto"):
         self.bundle = open_task_bundle(bundle, "insseg", "segment_instances", "--variant ...inssegonly")
         self.constants = c = self.bundle.pipeline
         self.image_encoder = self._open(self.bundle, "image_encoder", backend)

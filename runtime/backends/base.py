@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Iterator, Mapping, Protocol
 
 import numpy as np
 
+from runtime.backends.auto import auto_order
 from runtime.bundle import Bundle, BundleError, Component
 
 _NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16, "int64": np.int64, "int32": np.int32}
@@ -110,7 +111,6 @@ _REGISTRY = {
     "triton-bls": "runtime.backends.triton:BlsSession",
     "openvino": "runtime.backends.ov:OpenVINOSession",
 }
-AUTO_ORDER = ("tensorrt", "openvino", "onnxruntime")  # ``auto`` takes the first usable one
 BACKENDS = (*_REGISTRY, "auto")
 
 
@@ -134,23 +134,29 @@ def backend_class(backend: str) -> type[BaseSession]:
     return getattr(importlib.import_module(module), attr)
 
 
+def auto_backend(bundle: Bundle, name: str, options: Mapping[str, object]) -> str:
+    """The backend ``auto`` picks for one component here: the first of
+    :func:`runtime.backends.auto.auto_order` that is usable with these options."""
+    order = auto_order(bundle.component(name))
+    return next(candidate for candidate in order if backend_class(candidate).usable(bundle, name, options))
+
+
 def open_session(bundle: Bundle, name: str, *, backend: str | Backend = "onnxruntime", **options) -> BaseSession:
     """Open one component with the named backend (a name, or a :class:`Backend` that carries its options).
 
-    ``auto`` picks the first backend of :data:`AUTO_ORDER` usable here: TensorRT when
-    ``tensorrt`` imports and the bundle has an engine of this component for the local
-    GPU and TensorRT version; else OpenVINO (FP32 unless ``precision`` says otherwise) when
-    ``openvino`` is installed, unless ONNX Runtime ``providers`` are asked for; else ONNX
-    Runtime. Options meant for another backend (``precision`` for TensorRT/OpenVINO,
-    ``providers`` for ONNX Runtime) are dropped.
+    ``auto`` (:func:`auto_backend`) takes TensorRT when ``tensorrt`` imports and the bundle has an
+    engine of this component for the local GPU and TensorRT version. Otherwise, on the CPU: ONNX
+    Runtime for a step that extends a cache (AiT's decoder step), and for every other component
+    OpenVINO (FP32 unless ``precision`` says otherwise) when ``openvino`` is installed and no ONNX
+    Runtime ``providers`` are asked for, else ONNX Runtime. Options meant for another backend
+    (``precision`` for TensorRT/OpenVINO, ``providers`` for ONNX Runtime) are dropped; the opened
+    session's ``label`` names the backend chosen. A named backend is opened as asked.
     """
     if isinstance(backend, Backend):
         backend, options = backend.name, {**backend.options, **options}
     if backend == "auto":
-        for candidate in AUTO_ORDER:
-            cls = backend_class(candidate)
-            if cls.usable(bundle, name, options):
-                return cls(bundle, name, **{k: v for k, v in options.items() if k in cls.options})
+        cls = backend_class(auto_backend(bundle, name, options))
+        return cls(bundle, name, **{k: v for k, v in options.items() if k in cls.options})
     return backend_class(backend)(bundle, name, **options)
 
 

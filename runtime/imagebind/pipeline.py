@@ -50,7 +50,7 @@ class EmbeddingPipeline(OwnsSessions):
     ``modalities`` limits which graphs are opened (default: every one in the bundle).
     """
 
-    def __init__(self, bundle: str | Path | Bundle, *, backend: str = "onnxruntime",
+    def __init__(self, bundle: str | Path | Bundle, *, backend: str = "auto",
                  modalities: Sequence[str] | None = None):
         self.bundle = _open(bundle)
         self.constants = self.bundle.pipeline
@@ -98,7 +98,7 @@ class EmbeddingPipeline(OwnsSessions):
 
 
 def embed(inputs: Mapping[str, Sequence[Any]], *, bundle: str | Path | Bundle | EmbeddingPipeline,
-          backend: str = "onnxruntime") -> dict[str, np.ndarray]:
+          backend: str = "auto") -> dict[str, np.ndarray]:
     """``{modality: [items]}`` -> ``{modality: (N, D) float32}`` embeddings (see ``runtime.imagebind.inputs``)."""
     with pipeline_for(bundle, EmbeddingPipeline, backend=backend, modalities=list(inputs)) as pipeline:
         return pipeline.embed(inputs)

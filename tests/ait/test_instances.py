@@ -31,6 +31,14 @@ def tiny(tmp_path_factory):
     return config, build_modules(config, None, seed=0), InstancePipeline(root)
 
 
+def test_opened_with_defaults_the_decoder_step_runs_on_onnx_runtime_the_rest_on_openvino(tiny):
+    """``backend="auto"`` (the default) follows the rule of README "Backends" on a CPU with OpenVINO."""
+    pytest.importorskip("openvino")
+    pipeline = tiny[2]
+    labels = {name: getattr(pipeline, name).label for name in ("image_encoder", "decoder_step", "mask_decoder")}
+    assert labels == {"image_encoder": "OpenVINO", "decoder_step": "ONNX Runtime", "mask_decoder": "OpenVINO"}
+
+
 def official_loop(modules, pixels: np.ndarray, config: InstanceConfig, seed: int, top_p: float):
     """``ARTransformer.forward_insseg`` (the official task-1 loop, checked against the golden case) with the
     ``torch.multinomial`` draw replaced by the inverse CDF at the runtime's uniforms."""

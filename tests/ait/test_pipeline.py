@@ -23,6 +23,16 @@ def tiny(tmp_path_factory):
     return config, build_modules(config, None, seed=0), DepthPipeline(root)
 
 
+def test_opened_with_defaults_the_decoder_step_runs_on_onnx_runtime_the_rest_on_openvino(tiny):
+    """``backend="auto"`` (the default) follows the rule of README "Backends" on a CPU with OpenVINO."""
+    pytest.importorskip("openvino")
+    pipeline = tiny[2]
+    labels = {name: getattr(pipeline, name).label
+              for name in ("image_encoder", "decoder_step", "soft_decoder", "index_decoder")}
+    assert labels == {"image_encoder": "OpenVINO", "decoder_step": "ONNX Runtime", "soft_decoder": "OpenVINO",
+                      "index_decoder": "OpenVINO"}
+
+
 def test_manifest_ranges_and_tables(tiny):
     config, modules, pipeline = tiny
     step = pipeline.bundle.component("decoder_step")

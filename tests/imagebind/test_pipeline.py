@@ -27,6 +27,14 @@ def tiny_bundle(tmp_path_factory):
     return EmbeddingPipeline(out), build_encoders(tiny(), seed=SEED)
 
 
+def test_opened_with_defaults_every_encoder_runs_on_openvino(tiny_bundle):
+    """``backend="auto"`` (the default) on a CPU with OpenVINO: no encoder extends a cache (README "Backends")."""
+    pytest.importorskip("openvino")
+    pipeline = tiny_bundle[0]
+    assert {m: s.label for m, s in pipeline.sessions.items()} == {m: "OpenVINO" for m in pipeline.modalities}
+    assert len(pipeline.modalities) == 6
+
+
 def _images(count: int, seed: int = 0) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     return [(rng.random((200 + 17 * i, 260 - 9 * i, 3)) * 255).astype(np.uint8) for i in range(count)]

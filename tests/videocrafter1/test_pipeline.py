@@ -33,6 +33,12 @@ def pipeline(tiny):
     return runtime.VideoPipeline(tiny[0])
 
 
+def test_opened_with_defaults_every_component_runs_on_openvino(pipeline):
+    """``backend="auto"`` (the default) on a CPU with OpenVINO: no component extends a cache (README "Backends")."""
+    pytest.importorskip("openvino")
+    assert [getattr(pipeline, name).label for name in ("text_encoder", "unet", "vae_decoder")] == ["OpenVINO"] * 3
+
+
 def test_export_prints_ort_check_per_graph(tiny):
     out, lines = tiny
     checks = [l for l in lines if "onnxruntime vs torch" in l]
