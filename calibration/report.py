@@ -50,7 +50,7 @@ def video_end_to_end(bundle: Bundle, data: CalibrationData, int8: Mapping[str, O
         return pipeline.generate(chosen["prompt"], image=chosen.get("image"), steps=steps, frames=frames,
                                  seed=sample, progress=False)
 
-    pipeline = VideoPipeline(bundle)
+    pipeline = VideoPipeline(bundle, backend="onnxruntime")  # the INT8 sessions compared are ONNX Runtime ones
     reference = generate(pipeline)
     figures: dict[str, Any] = {"prompt": chosen["prompt"], "seed": sample, "steps": steps, "frames": frames}
     if "unet" in int8:
