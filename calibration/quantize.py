@@ -3,7 +3,8 @@
 Explicit quantization as TensorRT consumes it: symmetric INT8 activations
 (per tensor), symmetric per-channel INT8 weights, QuantizeLinear/DequantizeLinear
 pairs in front of the weighted ops (Conv, MatMul, Gemm). Ranges come from the
-recorded calibration data through ONNX Runtime's calibrators. Sensitive layers
+recorded calibration data (minmax: :mod:`calibration.ranges`; percentile and
+entropy: ONNX Runtime's histogram calibrators). Sensitive layers
 (the first and last convolution, attention softmax and the product it feeds,
 normalisation) stay in higher precision, and the list goes into the manifest.
 """
@@ -15,6 +16,7 @@ from pathlib import Path, PurePosixPath
 from typing import Callable, Iterator
 
 from calibration.cache import DEFAULT_TRT_VERSION, activation_scales, write_cache
+from calibration.ranges import minmax_ranges, write_minmax_cache
 from calibration.store import CalibrationData, CalibrationDataError
 from runtime.bundle import Bundle, BundleError, write_manifest
 
@@ -82,9 +84,10 @@ def quantize_component(bundle: Bundle, component: str, data: CalibrationData, *,
                        excluded: dict[str, str], trt_version: str = DEFAULT_TRT_VERSION) -> dict:
     """Write the Q/DQ graph and cache of one component; returns its manifest ``int8`` entry.
 
-    ONNX Runtime reads the FP32 graph from the bundle itself (this process never holds a second copy of
-    released-size weights; minmax records only each tensor's reduced min and max). The activation ranges are
-    kept beside the data (:meth:`CalibrationData.ranges_path`) and reused by the next quantization.
+    ONNX Runtime reads the FP32 graph from the bundle itself; minmax ranges come from
+    :mod:`calibration.ranges` (one copy of the weights in memory), histogram methods from ONNX Runtime's
+    calibrators. The ranges are kept beside the data (:meth:`CalibrationData.ranges_path`) and reused by
+    the next quantization.
     """
     import onnx
     import onnxruntime
@@ -97,11 +100,15 @@ def quantize_component(bundle: Bundle, component: str, data: CalibrationData, *,
                                    "samples; collect more --samples")
     graph_rel, cache_rel = int8_names(bundle.component(component).file)
     large = _weight_bytes(bundle, component) > PROTOBUF_LIMIT
+    ranges = data.ranges_path(component, method)
+    if method == "minmax" and not ranges.is_file():  # ONNX Runtime's calibrator would hold three copies
+        write_minmax_cache(ranges, minmax_ranges(bundle.component_path(component),
+                                                 data.records(component, "calibration"), QUANTIZED_OPS))
     calibrate = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                  "entropy": CalibrationMethod.Entropy}[method]
     quantize_static(
         str(bundle.component_path(component)), str(bundle.root / graph_rel), _reader(data, component),
-        calibration_cache_path=data.ranges_path(component, method), quant_format=QuantFormat.QDQ,
+        calibration_cache_path=ranges, quant_format=QuantFormat.QDQ,
         op_types_to_quantize=list(QUANTIZED_OPS), per_channel=True, activation_type=QuantType.QInt8,
         weight_type=QuantType.QInt8, nodes_to_exclude=list(excluded), calibrate_method=calibrate,
         use_external_data_format=large,

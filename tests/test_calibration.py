@@ -160,6 +160,35 @@ def test_bad_inputs_give_clear_errors(calibrated, tmp_path, capsys):
                  exclude=["*no-such-node*"], log=lambda _: None)
 
 
+def test_minmax_ranges_match_onnxruntime_calibrator(calibrated, tmp_path):
+    """The one-copy min/max pass finds the ranges ONNX Runtime's own MinMax calibrator finds, tensor by tensor."""
+    from onnxruntime.quantization import CalibrationMethod, create_calibrator
+
+    from calibration.ranges import minmax_ranges
+
+    bundle, data, _ = calibrated
+    graph = bundle.component_path("unet")
+    ours = minmax_ranges(graph, data.records("unet", "calibration"), QUANTIZED_OPS)
+    theirs = create_calibrator(graph, list(QUANTIZED_OPS), augmented_model_path=str(tmp_path / "augmented.onnx"),
+                               calibrate_method=CalibrationMethod.MinMax)
+    theirs.collect_data(iter_reader(data.records("unet", "calibration")))
+    expected = theirs.compute_data()
+    assert set(ours) == set(expected.data) and len(ours) > 100
+    for name, (low, high) in ours.items():
+        assert low == pytest.approx(float(np.ravel(expected[name].range_value[0])[0]), rel=1e-3, abs=1e-5), name
+        assert high == pytest.approx(float(np.ravel(expected[name].range_value[1])[0]), rel=1e-3, abs=1e-5), name
+
+
+def iter_reader(records):
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Reader(CalibrationDataReader):
+        def get_next(self):
+            return next(records, None)
+
+    return Reader()
+
+
 def test_fewer_frames_are_recorded_and_ranges_are_reused(calibrated, tmp_path):
     """``frames`` records the UNet at a reduced frame count (as the released-size benchmark does); the ranges
     the first quantization computed serve the next one, until the data is recorded again."""
