@@ -224,37 +224,77 @@ def _scaling_plots(variant: str, rows: list[Row]) -> list[dict]:
 
 RELEASED_UNET_FRAMES = 2  # a released UNet step at 16 frames takes minutes on a 2-core CPU
 RELEASED_CALIBRATION_STEPS = 4  # DDIM steps per calibration sample: 4 UNet records (both branches) per sample
+RELEASED_VARIANTS = ("t2v-512", "i2v-512")
+# Graphs also timed as INT8, per mode: their Q/DQ graph is calibrated on 6 recorded samples of 4 DDIM steps at
+# RELEASED_UNET_FRAMES frames, and they run on the first held-out record (an input the ranges did not see).
+RELEASED_INT8 = {"t2v": ("unet",), "i2v": ()}
+# The graphs timed per mode, in pipeline order. I2V-512's text encoder and VAE are T2V-512's networks (same
+# configs, same seeded weights, so the same graphs): the i2v variant times what it adds or changes.
+RELEASED_GRAPHS = {"t2v": ("text_encoder", "unet", "vae_decoder"), "i2v": ("image_encoder", "image_proj", "unet")}
+_RELEASED_LABELS = {"text_encoder": "text encoder", "unet": f"UNet step, {RELEASED_UNET_FRAMES} frames",
+                    "vae_decoder": "VAE decoder, one frame", "image_encoder": "image encoder, one image",
+                    "image_proj": "image projection (Resampler)"}
 
 
 def bench_released(*, repeats: int, log=print, config=None) -> FamilyReport:
-    """t2v-512 (or ``config``) at batch 1: the text encoder on the prompt and the empty prompt, one UNet step
-    at the variant's latent size but 2 frames, and the VAE decoder on one frame (as the pipeline decodes).
-
-    The UNet step runs on the first held-out calibration record (the guided batch of 2 the pipeline runs,
-    recorded at 2 frames along 4 DDIM steps), so its INT8 Q/DQ graph (minmax from the other 6 samples)
-    is measured on an input its ranges did not see.
-    """
-    import torch
-
-    from benchmarks.released import Item, cached_bundle, calibrated, heldout_feeds, item_rows
-    from export.videocrafter1.bundle import build_modules, export_bundle, graph_plan
+    """t2v-512 then i2v-512 (or only ``config``) at batch 1, one graph at a time (:data:`RELEASED_GRAPHS`):
+    the text encoder on the prompt and the empty prompt, one UNet step at the variant's latent size but 2
+    frames (I2V: its context of 77 text + image tokens, and fps), the VAE decoder on one frame (as the
+    pipeline decodes), the image encoder on one 224x224 image and the Resampler on its tokens."""
     from export.videocrafter1.presets import released_variants
 
-    config = config or released_variants()["t2v-512"]
-    bundle = cached_bundle(f"{FAMILY}-{config.name}", lambda out: export_bundle(config, out, log=log), log)
-    bundle = calibrated(bundle, ["unet"], log, steps=RELEASED_CALIBRATION_STEPS, frames=RELEASED_UNET_FRAMES)
-    plan = {spec.name: (spec, feeds) for spec, feeds, _ in graph_plan(config, build_modules(
-        config, None, trust=False, seed=0))}
     report = FamilyReport()
-    report.notes.append(f"videocrafter1 released: {config.name} with seeded random weights (seed 0, as exported); "
-                        f"UNet step at {RELEASED_UNET_FRAMES} frames instead of {config.frames}, on a held-out "
-                        "calibration record")
-    items = [Item("text_encoder", "text encoder", plan["text_encoder"][1], plan["text_encoder"][0].run_torch),
-             Item("unet", f"UNet step, {RELEASED_UNET_FRAMES} frames", heldout_feeds(bundle, "unet"),
-                  plan["unet"][0].run_torch, shown=("x", "context")),
-             Item("vae_decoder", "VAE decoder, one frame", {"z": plan["vae_decoder"][1]["z"][:1]},
-                  plan["vae_decoder"][0].run_torch)]
-    with torch.inference_mode():
-        for item in items:
-            report.rows += item_rows(FAMILY, bundle, item, repeats, log)
+    for variant in [config] if config else [released_variants()[name] for name in RELEASED_VARIANTS]:
+        _bench_released_variant(variant, report, repeats, log)
     return report
+
+
+def _bench_released_variant(config, report: FamilyReport, repeats: int, log) -> None:
+    """The rows of one variant into ``report``; its bundle exported into the cache first when missing."""
+    import gc
+
+    import torch
+
+    from benchmarks.released import cached_bundle, calibrated, heldout_feeds, item_rows
+    from export.videocrafter1.bundle import export_bundle
+
+    bundle = cached_bundle(f"{FAMILY}-{config.name}", lambda out: export_bundle(config, out, log=log), log)
+    report.notes.append(f"videocrafter1 released: {config.name} with seeded random weights (seed 0, as exported); "
+                        f"UNet step at {RELEASED_UNET_FRAMES} frames instead of {config.frames}")
+    int8 = RELEASED_INT8[config.mode]
+    if int8:
+        bundle = calibrated(bundle, list(int8), log, steps=RELEASED_CALIBRATION_STEPS, frames=RELEASED_UNET_FRAMES)
+        report.notes.append(f"videocrafter1 released: {config.name} {', '.join(int8)} on a held-out calibration "
+                            "record, also as INT8")
+    for name in RELEASED_GRAPHS[config.mode]:
+        item = _released_item(config, name, heldout_feeds(bundle, name) if name in int8 else None)
+        with torch.inference_mode():
+            report.rows += item_rows(FAMILY, bundle, item, repeats, log)
+        del item  # one component's torch weights in memory at a time
+        gc.collect()
+
+
+def _released_item(config, name: str, recorded: dict | None = None):
+    """The :class:`~benchmarks.released.Item` of graph ``name``: its torch module (seeded as the export
+    seeds it) on ``recorded`` feeds, or else the export's example inputs at the opt shape, cut to batch 1
+    (the text encoder keeps the prompt and the empty prompt; the UNet step runs :data:`RELEASED_UNET_FRAMES`
+    frames)."""
+    from benchmarks.released import Item
+    from export.videocrafter1.bundle import build_component, component_graphs, opt_shape
+    from export.videocrafter1.components import example_unet_inputs
+
+    component = "vae" if name == "vae_decoder" else name
+    module = build_component(config, component, None, seed=0)
+    spec, feeds = next((spec, feeds) for spec, feeds, _ in component_graphs(config, component, module,
+                                                                             opt_shape(config)) if spec.name == name)
+    if recorded is not None:
+        return Item(name, _RELEASED_LABELS[name], recorded, spec.run_torch,
+                    shown=("x", "context") if name == "unet" else None)
+    if name == "unet":
+        f = config.vae_factor
+        feeds = example_unet_inputs(config.unet, batch=1, frames=RELEASED_UNET_FRAMES, height=config.height // f,
+                                    width=config.width // f, context_length=feeds["context"].shape[1])
+        return Item(name, _RELEASED_LABELS[name], feeds, spec.run_torch, shown=("x", "context"))
+    if name != "text_encoder":
+        feeds = {k: v[:1] for k, v in feeds.items()}
+    return Item(name, _RELEASED_LABELS[name], feeds, spec.run_torch)

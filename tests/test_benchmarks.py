@@ -154,14 +154,45 @@ def test_released_suites_score_every_backend_against_torch(tmp_path, monkeypatch
     assert all(r.cosine >= (0.999 if r.precision == "bf16" else 0.99999) for r in report.rows), report.rows
 
 
-def test_videocrafter1_released_suite_on_the_tiny_preset(tmp_path, monkeypatch):
+def test_videocrafter1_released_suite_on_the_tiny_presets(tmp_path, monkeypatch):
+    """The default run (T2V then I2V) with the tiny presets standing in for the released ones: each bundle
+    exported into the cache, each mode's graphs timed, the UNet step fed the context its bundle was traced
+    with (I2V: 77 text + image tokens) at 2 frames of the opt latent, every backend scored against torch."""
     from benchmarks import videocrafter1 as bench_vc
-    from export.videocrafter1.presets import tiny_t2v
+    from export.videocrafter1 import presets
+    from runtime.bundle import Bundle
 
+    tiny = presets.tiny_variants()
+    monkeypatch.setattr(presets, "released_variants",
+                        lambda: {"t2v-512": tiny["tiny-t2v"], "i2v-512": tiny["tiny-i2v"]})
     monkeypatch.setenv("EDGE_BENCH_CACHE", str(tmp_path))
-    report = bench_vc.bench_released(repeats=1, log=lambda _: None, config=tiny_t2v())
+    report = bench_vc.bench_released(repeats=1, log=lambda _: None)
     _check_rows(report.rows)
-    unet = [r for r in report.rows if r.item.startswith("UNet step")]
-    assert unet[0].backend == "torch" and unet[0].shape.startswith(f"x[1, 4, {bench_vc.RELEASED_UNET_FRAMES}, ")
-    assert {r.item for r in report.rows} == {"text encoder", "UNet step, 2 frames", "VAE decoder, one frame"}
+    assert [r.bundle for r in report.rows if r.backend == "torch"] == ["tiny-t2v"] * 3 + ["tiny-i2v"] * 3
     assert all(r.cosine >= (0.999 if r.precision == "bf16" else 0.99999) for r in report.rows), report.rows
+    for name in ("tiny-t2v", "tiny-i2v"):
+        config, bundle = tiny[name], Bundle(tmp_path / f"videocrafter1-{name}")
+        shapes = {r.item: r.shape for r in report.rows if r.bundle == name and r.backend == "torch"}
+        context = bundle.component("unet").profile["context"]["opt"]  # fixed at export: text (+ image) tokens
+        assert context[1] == 77 + (config.image_proj["num_queries"] if config.mode == "i2v" else 0)
+        lh, lw = config.height // config.vae_factor, config.width // config.vae_factor
+        unet = {"UNet step, 2 frames": f"x[1, 4, {bench_vc.RELEASED_UNET_FRAMES}, {lh}, {lw}] "
+                                       f"context[1, {context[1]}, {context[2]}]"}
+        if config.mode == "t2v":
+            expected = {"text encoder": "tokens[2, 77]", **unet, "VAE decoder, one frame": f"z[1, 4, {lh}, {lw}]"}
+        else:
+            vision = config.image_encoder["vision_cfg"]
+            patches = (vision["image_size"] // vision["patch_size"]) ** 2
+            expected = {"image encoder, one image": f"pixels[1, 3, {vision['image_size']}, {vision['image_size']}]",
+                        "image projection (Resampler)": f"image_tokens[1, {patches + 1}, {vision['width']}]", **unet}
+        assert list(shapes.items()) == list(expected.items()), name  # pipeline order
+
+
+def test_released_i2v_reuses_the_t2v_text_encoder_and_vae():
+    """Why the I2V-512 rows leave out the text encoder and VAE decoder: the same configs (and seeds) as T2V-512."""
+    from export.videocrafter1.presets import released_variants
+
+    variants = released_variants()
+    t2v, i2v = variants["t2v-512"], variants["i2v-512"]
+    assert (i2v.text, i2v.vae) == (t2v.text, t2v.vae)
+    assert i2v.unet != t2v.unet and i2v.mode == "i2v"
