@@ -64,7 +64,7 @@ def minmax_ranges(graph: Path, records: Iterable[Mapping[str, np.ndarray]],
     outputs = _with_reductions(model, tensors)
     augmented = model.SerializeToString()  # the structure, plus any weights stored inside the graph file
     del model
-    session = inference_session(augmented, weights_folder=Path(graph).parent)
+    session = inference_session(augmented, weights_folder=Path(graph).parent, in_node_order=True)
     del augmented
     low = np.full(len(tensors), np.inf, np.float32)
     high = np.full(len(tensors), -np.inf, np.float32)
