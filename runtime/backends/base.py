@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterator, Mapping, Protocol
 
@@ -178,15 +179,18 @@ class LazySession:
         self._open = lambda: open_session(bundle, name, backend=backend)
         self._group = group
         self._session: BaseSession | None = None
+        self.switch_s = 0.0  # seconds its runs spent freeing the previous component and opening this one
 
     @property
     def is_open(self) -> bool:
         return self._session is not None
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        start = time.perf_counter()
         self._group.switch_to(self)
         if self._session is None:
             self._session = self._open()
+        self.switch_s += time.perf_counter() - start
         return self._session.run(feeds)
 
     def close(self) -> None:
