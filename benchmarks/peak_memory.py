@@ -128,7 +128,7 @@ def measure_generate(bundle_root: str | Path, *, memory: str, backend: str, fram
         "bundle": bundle.manifest.variant, "memory": memory, "backend": backend, "precision": "fp32",
         "frames": frames, "steps": steps, "height": c["height"], "width": c["width"],
         "guidance_scale": c["sampler"]["guidance_scale"],
-        "unet_batch": 2 if c["sampler"]["guidance_scale"] != 1.0 else 1,
+        "unet_batch": min(pipeline.unet_batch or 2, 2 if c["sampler"]["guidance_scale"] != 1.0 else 1),
         "peak_rss_bytes": peak_bytes, "vm_hwm_bytes": status["VmHWM"] * 1024,
         "ru_maxrss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "baseline_rss_bytes": baseline * 1024, "rss_after_close_bytes": after_close * 1024,

@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Iterator, Mapping, Protocol
 import numpy as np
 
 from runtime.bundle import Bundle, BundleError, Component
+from runtime.heap import trim
 
 _NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16, "int64": np.int64, "int32": np.int32}
 
@@ -135,7 +136,22 @@ def backend_class(backend: str) -> type[BaseSession]:
     return getattr(importlib.import_module(module), attr)
 
 
-def open_session(bundle: Bundle, name: str, *, backend: str | Backend = "onnxruntime", **options) -> BaseSession:
+MEMORY_MODES = ("normal", "low")
+
+
+def check_memory(memory: str) -> str:
+    if memory not in MEMORY_MODES:
+        raise ValueError(f"memory must be one of {', '.join(MEMORY_MODES)}, found {memory!r}")
+    return memory
+
+
+def _memory_option(cls: type[BaseSession], memory: str) -> dict[str, str]:
+    """``memory`` for a backend that takes it; the others have no low-memory settings."""
+    return {"memory": memory} if "memory" in cls.options else {}
+
+
+def open_session(bundle: Bundle, name: str, *, backend: str | Backend = "onnxruntime", memory: str = "normal",
+                 **options) -> BaseSession:
     """Open one component with the named backend (a name, or a :class:`Backend` that carries its options).
 
     ``auto`` picks the first backend of :data:`AUTO_ORDER` usable here: TensorRT when
@@ -143,19 +159,20 @@ def open_session(bundle: Bundle, name: str, *, backend: str | Backend = "onnxrun
     GPU and TensorRT version; else OpenVINO (FP32 unless ``precision`` says otherwise) when
     ``openvino`` is installed, unless ONNX Runtime ``providers`` are asked for; else ONNX
     Runtime. Options meant for another backend (``precision`` for TensorRT/OpenVINO,
-    ``providers`` for ONNX Runtime) are dropped.
+    ``providers`` for ONNX Runtime) are dropped. ``memory="low"`` asks for the backend's
+    low-memory settings where it has any (a backend that takes a ``memory`` option).
     """
+    check_memory(memory)
     if isinstance(backend, Backend):
         backend, options = backend.name, {**backend.options, **options}
     if backend == "auto":
         for candidate in AUTO_ORDER:
             cls = backend_class(candidate)
             if cls.usable(bundle, name, options):
-                return cls(bundle, name, **{k: v for k, v in options.items() if k in cls.options})
-    return backend_class(backend)(bundle, name, **options)
-
-
-MEMORY_MODES = ("normal", "low")
+                return cls(bundle, name, **{k: v for k, v in options.items() if k in cls.options},
+                           **_memory_option(cls, memory))
+    cls = backend_class(backend)
+    return cls(bundle, name, **options, **_memory_option(cls, memory))
 
 
 class OneAtATime:
@@ -176,7 +193,7 @@ class LazySession:
 
     def __init__(self, bundle: Bundle, name: str, backend: str | Backend, group: OneAtATime):
         self.component = bundle.component(name)
-        self._open = lambda: open_session(bundle, name, backend=backend)
+        self._open = lambda: open_session(bundle, name, backend=backend, memory="low")
         self._group = group
         self._session: BaseSession | None = None
         self.switch_s = 0.0  # seconds its runs spent freeing the previous component and opening this one
@@ -194,9 +211,11 @@ class LazySession:
         return self._session.run(feeds)
 
     def close(self) -> None:
+        """Free the component, and hand the heap pages it held back to the OS (:func:`runtime.heap.trim`)."""
         if self._session is not None:
             self._session.close()
             self._session = None
+            trim()
 
 
 class OwnsSessions:
@@ -208,9 +227,7 @@ class OwnsSessions:
 
     def _open(self, bundle: Bundle, name: str, backend: str | Backend,
               memory: str = "normal") -> BaseSession | LazySession:
-        if memory not in MEMORY_MODES:
-            raise ValueError(f"memory must be one of {', '.join(MEMORY_MODES)}, found {memory!r}")
-        if memory == "low":
+        if check_memory(memory) == "low":
             group = self.__dict__.setdefault("_one_at_a_time", OneAtATime())
             session = LazySession(bundle, name, backend, group)
         else:
