@@ -232,8 +232,10 @@ def peak_memory_rows(bundle: Bundle, log=print) -> tuple[list[Row], list[dict]]:
 
 
 def bench_released(*, repeats: int, log=print, config=None) -> FamilyReport:
-    """t2v-512 (or ``config``) at batch 1: the text encoder on the prompt and the empty prompt, one UNet step
-    at the variant's latent size but 2 frames, and the VAE decoder on one frame (as the pipeline decodes)."""
+    """t2v-512 (or ``config``): first the peak memory of ``generate`` in both memory modes
+    (:func:`peak_memory_rows`), then at batch 1 the text encoder on the prompt and the empty prompt, one
+    UNet step at the variant's latent size but 2 frames, and the VAE decoder on one frame (as the
+    pipeline decodes)."""
     import torch
 
     from benchmarks.released import Item, cached_bundle, item_rows
