@@ -66,14 +66,19 @@ class RssSampler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
+    def read(self) -> dict[str, int]:
+        """One sample (also taken by the thread): :func:`status_kb`, the highs updated."""
+        found = status_kb()
+        self.samples += 1
+        self.max_anon_kb = max(self.max_anon_kb, found["RssAnon"])
+        self.max_file_kb = max(self.max_file_kb, found["RssFile"])
+        if found["VmRSS"] > self.at_peak.get("VmRSS", -1):
+            self.at_peak = found
+        return found
+
     def _sample(self) -> None:
         while True:
-            found = status_kb()
-            self.samples += 1
-            self.max_anon_kb = max(self.max_anon_kb, found["RssAnon"])
-            self.max_file_kb = max(self.max_file_kb, found["RssFile"])
-            if found["VmRSS"] > self.at_peak.get("VmRSS", -1):
-                self.at_peak = found
+            self.read()
             if self._stop.wait(self.interval_s):
                 return
 
@@ -118,7 +123,7 @@ def measure_generate(bundle_root: str | Path, *, memory: str, backend: str, fram
             split = time_graphs(pipeline, SESSIONS, lambda: pipeline.generate(PROMPT, frames=frames, steps=steps,
                                                                               progress=False))
             names = [name for name in SESSIONS if hasattr(pipeline, name)]
-        after_close = status_kb()["VmRSS"]
+        after_close = sampler.read()["VmRSS"]
     status = status_kb()
     weights = weight_bytes(bundle, names)
     largest = max(weights, key=weights.get)
