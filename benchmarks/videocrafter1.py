@@ -206,7 +206,7 @@ def _scaling_plots(variant: str, rows: list[Row]) -> list[dict]:
 
 
 RELEASED_UNET_FRAMES = 2  # a released UNet step at 16 frames takes minutes on a 2-core CPU
-PEAK_MEMORY_STEPS = 2  # DDIM steps of the peak-memory generate (each a guided UNet call at batch 2)
+PEAK_MEMORY_STEPS = 2  # DDIM steps of the peak-memory generate (each: both guidance branches through the UNet)
 
 
 def peak_memory_rows(bundle: Bundle, log=print) -> tuple[list[Row], list[dict]]:

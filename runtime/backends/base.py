@@ -140,6 +140,7 @@ MEMORY_MODES = ("normal", "low")
 
 
 def check_memory(memory: str) -> str:
+    """``memory`` when it is one of :data:`MEMORY_MODES`; a ValueError naming them otherwise."""
     if memory not in MEMORY_MODES:
         raise ValueError(f"memory must be one of {', '.join(MEMORY_MODES)}, found {memory!r}")
     return memory
