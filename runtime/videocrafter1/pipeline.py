@@ -36,7 +36,7 @@ class VideoPipeline(OwnsSessions):
     encoder, then the UNet for all sampler steps, then the VAE decoder), so the peak holds one graph's
     weights instead of all of them; every ``generate`` opens them again. The UNet then also runs one
     latent per call (the two guidance branches one after the other: half the activations, the same
-    result bit for bit on ONNX Runtime). Released T2V-512, 2 frames, ONNX Runtime: peak 5.7 GB instead
+    result bit for bit on ONNX Runtime). Released T2V-512, 2 frames, ONNX Runtime: peak 5.7-5.8 GB instead
     of 10.8 GB (README, "Released size").
     """
 
