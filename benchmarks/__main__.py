@@ -25,6 +25,7 @@ from pathlib import Path
 from benchmarks import samplers
 from benchmarks.figures import line_plot
 from benchmarks.measure import FamilyReport, Row, write_json
+from benchmarks.peak_memory import describe
 from benchmarks.released import cache_dir
 from runtime.bundle import MANIFEST, Bundle
 from runtime.families import FAMILIES, family_modules
@@ -162,6 +163,7 @@ def summary(result: dict) -> str:
                          f"outside graphs {b['outside_graphs_s'] * 1e3:.1f} ms ({b['outside_graphs_share']:.1%})")
             lines.append(f"{name} {b['bundle']}: sampler {b['sampler_s'] * 1e3:.1f} ms, of which numpy outside the "
                          f"UNet {b['sampler_numpy_s'] * 1e3:.2f} ms ({b['sampler_numpy_share']:.2%})")
+        lines += [f"{name} peak memory: {describe(found)}" for found in family["figures"].get("peak_memory", [])]
         convergence = family["figures"].get("sampler_convergence")
         if convergence:
             lines += samplers.table(convergence["bundle"], convergence)

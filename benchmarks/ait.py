@@ -11,13 +11,12 @@ torch and export are imported inside the functions: ``import runtime`` stays tor
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
 
 from runtime.ait.depth import DepthPipeline, window_starts
-from benchmarks.measure import FamilyReport, Row, TimedSession, graph_flops, measure
+from benchmarks.measure import FamilyReport, Row, graph_flops, measure, time_graphs
 from runtime.bundle import Bundle
 from runtime.backends import open_session
 
@@ -169,15 +168,8 @@ def _end_to_end(bundle: Bundle, modules, repeats: int) -> tuple[Row, dict]:
               f"{image.shape[0]}x{image.shape[1]} -> {h}x{w}", "onnxruntime", runtime_time.median_s * 1e3,
               torch_time.median_s * 1e3, total_gflop, runtime_time.peak_mb, torch_time.peak_mb)
 
-    clock: dict[str, float] = {}
-    for name in _SESSIONS:
-        setattr(pipeline, name, TimedSession(getattr(pipeline, name), clock))
-    start = time.perf_counter()
-    pipeline.estimate(image, progress=False)
-    total = time.perf_counter() - start
-    outside = total - sum(clock.values())
-    breakdown = {"bundle": bundle.manifest.variant, "end_to_end_s": total, "graph_s": dict(clock),
-                 "outside_graphs_s": outside, "outside_graphs_share": outside / total}
+    breakdown = {"bundle": bundle.manifest.variant,
+                 **time_graphs(pipeline, _SESSIONS, lambda: pipeline.estimate(image, progress=False))}
     return row, breakdown
 
 

@@ -71,20 +71,55 @@ def measure(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> Timing:
 
 
 class TimedSession:
-    """A session proxy that adds the time spent in ``run`` to ``clock[name]``."""
+    """A session proxy that adds the time spent in ``run`` to ``clock[name]``.
 
-    def __init__(self, session, clock: dict[str, float]):
+    A low-memory pipeline's session opens its component inside ``run`` (and frees the one before):
+    that part (its ``switch_s``) goes to ``switching[name]`` instead, so ``clock`` holds graph time only.
+    """
+
+    def __init__(self, session, clock: dict[str, float], switching: dict[str, float] | None = None):
         self.session = session
         self.component = session.component
         self.clock = clock
+        self.switching = {} if switching is None else switching
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        switched = getattr(self.session, "switch_s", 0.0)
         start = time.perf_counter()
         try:
             return self.session.run(feeds)
         finally:
+            elapsed = time.perf_counter() - start
             name = self.component.name
-            self.clock[name] = self.clock.get(name, 0.0) + time.perf_counter() - start
+            switch = getattr(self.session, "switch_s", 0.0) - switched
+            self.clock[name] = self.clock.get(name, 0.0) + elapsed - switch
+            if switch:
+                self.switching[name] = self.switching.get(name, 0.0) + switch
+
+
+def time_graphs(pipeline, names: tuple[str, ...], call: Callable[[], Any]) -> dict[str, Any]:
+    """Run ``call()`` once with the pipeline's sessions ``names`` (those it has) timed; where the time went.
+
+    ``end_to_end_s`` = ``graph_s`` (per component, inside the graphs) + ``switch_s`` (a low-memory
+    pipeline opening and freeing components) + ``outside_graphs_s`` (numpy: tokenizer, sampler,
+    guidance, decode post-processing); ``outside_graphs_share`` is the last over the whole.
+    The pipeline's own sessions are put back afterwards.
+    """
+    clock: dict[str, float] = {}
+    switching: dict[str, float] = {}
+    originals = {name: getattr(pipeline, name) for name in names if hasattr(pipeline, name)}
+    for name, session in originals.items():
+        setattr(pipeline, name, TimedSession(session, clock, switching))
+    try:
+        start = time.perf_counter()
+        call()
+        total = time.perf_counter() - start
+    finally:
+        for name, session in originals.items():
+            setattr(pipeline, name, session)
+    outside = total - sum(clock.values()) - sum(switching.values())
+    return {"end_to_end_s": total, "graph_s": clock, "switch_s": switching, "outside_graphs_s": outside,
+            "outside_graphs_share": outside / total}
 
 
 @dataclass

@@ -7,13 +7,12 @@ torch and export are imported inside the functions: ``import runtime`` stays tor
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks import samplers
-from benchmarks.measure import FamilyReport, Row, TimedSession, graph_flops, measure
+from benchmarks.measure import FamilyReport, Row, graph_flops, measure, time_graphs
 from runtime.bundle import Bundle
 from runtime.videocrafter1.sampling import denoise
 from runtime.backends import open_session
@@ -22,7 +21,7 @@ from runtime.videocrafter1 import VideoPipeline
 FAMILY = "videocrafter1"
 PROMPT = "a corgi running on the beach"
 UNET_FRAMES = (8, 16, 24)
-_SESSIONS = ("text_encoder", "unet", "vae_decoder", "image_encoder", "image_proj")
+SESSIONS = ("text_encoder", "unet", "vae_decoder", "image_encoder", "image_proj")
 
 
 def _variant_config(bundle: Bundle):
@@ -128,36 +127,20 @@ def _end_to_end(bundle: Bundle, config, gflop: dict[str, float], steps: int, rep
               f"{c['frames']}x{c['height']}x{c['width']}", "onnxruntime", runtime_time.median_s * 1e3,
               torch_time.median_s * 1e3, total_gflop, runtime_time.peak_mb, torch_time.peak_mb)
 
-    clock: dict[str, float] = {}
-    for name in _SESSIONS:
-        if hasattr(pipeline, name):
-            setattr(pipeline, name, TimedSession(getattr(pipeline, name), clock))
-    start = time.perf_counter()
-    pipeline.generate(PROMPT, image=image, progress=False, **args)
-    total = time.perf_counter() - start
-    graphs = dict(clock)
-
-    clock.clear()
+    breakdown = {"bundle": bundle.manifest.variant,
+                 **time_graphs(pipeline, SESSIONS, lambda: pipeline.generate(PROMPT, image=image, progress=False,
+                                                                              **args))}
     negatives = [c["uncond_prompt"]] if args["guidance_scale"] != 1.0 else None
     context, uncond = pipeline.conditioning([PROMPT], negatives, image, c["height"], c["width"])
     predict = pipeline.predictor(context, uncond, c["fps"])
     rng = np.random.default_rng(0)
     x_T = rng.standard_normal(pipeline.latent_shape(1, c["frames"], c["height"], c["width"]), dtype=np.float32)
     sampler = pipeline.sampler("ddim", steps, args["eta"], rng)
-    start = time.perf_counter()
-    denoise(predict, x_T, sampler, guidance_scale=args["guidance_scale"])
-    sampler_total = time.perf_counter() - start
-    breakdown = {
-        "bundle": bundle.manifest.variant,
-        "end_to_end_s": total,
-        "graph_s": graphs,
-        "outside_graphs_s": total - sum(graphs.values()),
-        "outside_graphs_share": (total - sum(graphs.values())) / total,
-        "sampler_s": sampler_total,
-        "sampler_unet_s": clock.get("unet", 0.0),
-        "sampler_numpy_s": sampler_total - clock.get("unet", 0.0),
-        "sampler_numpy_share": (sampler_total - clock.get("unet", 0.0)) / sampler_total,
-    }
+    sampling = time_graphs(pipeline, ("unet",),
+                           lambda: denoise(predict, x_T, sampler, guidance_scale=args["guidance_scale"]))
+    breakdown.update(sampler_s=sampling["end_to_end_s"], sampler_unet_s=sampling["graph_s"].get("unet", 0.0),
+                     sampler_numpy_s=sampling["outside_graphs_s"],
+                     sampler_numpy_share=sampling["outside_graphs_share"])
     return row, breakdown
 
 
@@ -236,8 +219,35 @@ _RELEASED_LABELS = {"text_encoder": "text encoder", "unet": f"UNet step, {RELEAS
                     "image_proj": "image projection (Resampler)"}
 
 
+PEAK_MEMORY_STEPS = 2  # DDIM steps of the peak-memory generate (each: both guidance branches through the UNet)
+
+
+def peak_memory_rows(bundle: Bundle, log=print) -> tuple[list[Row], list[dict]]:
+    """``generate`` at ``RELEASED_UNET_FRAMES`` frames, the variant's size and ``PEAK_MEMORY_STEPS`` steps with
+    guidance, in a fresh process per backend (ONNX Runtime, OpenVINO FP32 when installed) and memory mode:
+    one row each (the process's peak RSS in the peak column) and the child's figures."""
+    from benchmarks.peak_memory import describe, run_child
+    from runtime.backends.base import MEMORY_MODES, backend_class
+
+    backends = ["onnxruntime"] + (["openvino"] if backend_class("openvino").usable(bundle, "unet", {}) else [])
+    rows, figures = [], []
+    for backend in backends:
+        for memory in MEMORY_MODES:
+            found = run_child(bundle.root, memory=memory, backend=backend, frames=RELEASED_UNET_FRAMES,
+                              steps=PEAK_MEMORY_STEPS)
+            log(f"  {describe(found)}")
+            figures.append(found)
+            rows.append(Row(FAMILY, found["bundle"], f"generate_video, memory={memory} (process peak RSS)",
+                            f"{found['frames']}x{found['height']}x{found['width']}, {found['steps']} steps, "
+                            f"UNet batch {found['unet_batch']}", backend, found["end_to_end_s"] * 1e3,
+                            runtime_peak_mb=found["peak_rss_bytes"] / 2**20, precision=found["precision"]))
+    return rows, figures
+
+
 def bench_released(*, repeats: int, log=print, config=None) -> FamilyReport:
-    """t2v-512 then i2v-512 (or only ``config``) at batch 1, one graph at a time (:data:`RELEASED_GRAPHS`):
+    """t2v-512 then i2v-512 (or only ``config``). T2V first measures the peak memory of ``generate`` in both
+    memory modes (:func:`peak_memory_rows`, before this process holds any weights); then each variant at
+    batch 1, one graph at a time (:data:`RELEASED_GRAPHS`):
     the text encoder on the prompt and the empty prompt, one UNet step at the variant's latent size but 2
     frames (I2V: its context of 77 text + image tokens, and fps), the VAE decoder on one frame (as the
     pipeline decodes), the image encoder on one 224x224 image and the Resampler on its tokens."""
@@ -259,6 +269,12 @@ def _bench_released_variant(config, report: FamilyReport, repeats: int, log) -> 
     from export.videocrafter1.bundle import export_bundle
 
     bundle = cached_bundle(f"{FAMILY}-{config.name}", lambda out: export_bundle(config, out, log=log), log)
+    if config.mode == "t2v":  # each child opens the bundle's graphs alone, while this process holds no weights
+        rows, report.figures["peak_memory"] = peak_memory_rows(bundle, log)
+        report.rows += rows
+        report.notes.append(f"videocrafter1 peak memory: generate_video in a fresh process per backend and memory "
+                            f"mode ({RELEASED_UNET_FRAMES} frames, {PEAK_MEMORY_STEPS} DDIM steps, guidance on); its "
+                            "'rt peak MB' is the process's VmHWM (not a rise), 'runtime ms' the generate call")
     report.notes.append(f"videocrafter1 released: {config.name} with seeded random weights (seed 0, as exported); "
                         f"UNet step at {RELEASED_UNET_FRAMES} frames instead of {config.frames}")
     int8 = RELEASED_INT8[config.mode]

@@ -9,7 +9,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from runtime import heap
 from runtime.backends import OrtSession, OwnsSessions, auto_backend, open_session, pipeline_for
+from runtime.backends import base
 from runtime.backends.auto import growing_caches
 from runtime.backends.base import BACKENDS, backend_class
 from runtime.bundle import Bundle, BundleError, BundleWriter, Component, Manifest, TensorSpec, write_manifest
@@ -155,16 +157,55 @@ class _LowMemory(OwnsSessions):
         self.second = self._open(bundle, "double", "onnxruntime", memory)
 
 
-def test_low_memory_sessions_open_on_use_one_at_a_time(bundle):
+def test_low_memory_sessions_open_on_use_one_at_a_time(bundle, monkeypatch):
     x = np.arange(3, dtype=np.float32).reshape(1, 3)
+    trims = []
+    monkeypatch.setattr(base, "trim", lambda: trims.append(1) or True)
     with _LowMemory(bundle) as pipeline:
         assert not pipeline.first.is_open and not pipeline.second.is_open  # nothing opened up front
         assert pipeline.first.component.name == "double"
         np.testing.assert_array_equal(pipeline.first.run({"x": x})["y"], 2 * x)
         np.testing.assert_array_equal(pipeline.first.run({"x": x})["y"], 2 * x)
         assert pipeline.first.is_open and not pipeline.second.is_open
+        assert not pipeline.first._session._session.get_session_options().enable_cpu_mem_arena  # low-memory ORT
+        assert trims == []
         np.testing.assert_array_equal(pipeline.second.run({"x": x})["y"], 2 * x)
         assert pipeline.second.is_open and not pipeline.first.is_open  # the first was freed
-    assert not pipeline.second.is_open
+        assert trims == [1]  # and its heap pages handed back
+        assert pipeline.first.switch_s > 0 and pipeline.second.switch_s > 0
+    assert not pipeline.second.is_open and trims == [1, 1]
     with pytest.raises(ValueError, match="memory must be one of normal, low, found 'tiny'"):
         _LowMemory(bundle, memory="tiny")
+
+
+def test_memory_option_reaches_the_backends_that_take_it(bundle):
+    with open_session(bundle, "double") as normal, open_session(bundle, "double", memory="low") as low:
+        assert normal._session.get_session_options().enable_cpu_mem_arena
+        assert not low._session.get_session_options().enable_cpu_mem_arena
+    with pytest.raises(ValueError, match="memory must be one of normal, low, found 'none'"):
+        open_session(bundle, "double", memory="none")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="malloc_trim is glibc's")
+def test_trim_hands_freed_heap_pages_back():
+    """Blocks below glibc's mmap threshold stay resident after free() until trimmed."""
+    import ctypes
+
+    def rss_kb() -> int:
+        return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmRSS:"))
+
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype = ctypes.c_void_p
+    libc.free.argtypes = [ctypes.c_void_p]
+    blocks = [libc.malloc(64 * 1024) for _ in range(4096)]  # 256 MiB in heap-sized blocks, touched
+    for block in blocks:
+        ctypes.memset(block, 1, 64 * 1024)
+    before = rss_kb()
+    for block in blocks[:-1]:  # the last one pins the top of the heap: free() alone cannot shrink it
+        libc.free(block)
+    freed = rss_kb()
+    assert heap.trim()
+    trimmed = rss_kb()
+    libc.free(blocks[-1])
+    assert freed > before - 64 * 1024  # most of the 256 MiB still resident after free()
+    assert trimmed < freed - 192 * 1024  # trim gave at least 192 MiB of it back

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterator, Mapping, Protocol
 
@@ -18,6 +19,7 @@ import numpy as np
 
 from runtime.backends.auto import auto_order
 from runtime.bundle import Bundle, BundleError, Component
+from runtime.heap import trim
 
 _NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16, "int64": np.int64, "int32": np.int32}
 
@@ -134,14 +136,23 @@ def backend_class(backend: str) -> type[BaseSession]:
     return getattr(importlib.import_module(module), attr)
 
 
-def auto_backend(bundle: Bundle, name: str, options: Mapping[str, object]) -> str:
-    """The backend ``auto`` picks for one component here: the first of
-    :func:`runtime.backends.auto.auto_order` that is usable with these options."""
-    order = auto_order(bundle.component(name))
-    return next(candidate for candidate in order if backend_class(candidate).usable(bundle, name, options))
+MEMORY_MODES = ("normal", "low")
 
 
-def open_session(bundle: Bundle, name: str, *, backend: str | Backend = "onnxruntime", **options) -> BaseSession:
+def check_memory(memory: str) -> str:
+    """``memory`` when it is one of :data:`MEMORY_MODES`; a ValueError naming them otherwise."""
+    if memory not in MEMORY_MODES:
+        raise ValueError(f"memory must be one of {', '.join(MEMORY_MODES)}, found {memory!r}")
+    return memory
+
+
+def _memory_option(cls: type[BaseSession], memory: str) -> dict[str, str]:
+    """``memory`` for a backend that takes it; the others have no low-memory settings."""
+    return {"memory": memory} if "memory" in cls.options else {}
+
+
+def open_session(bundle: Bundle, name: str, *, backend: str | Backend = "onnxruntime", memory: str = "normal",
+                 **options) -> BaseSession:
     """Open one component with the named backend (a name, or a :class:`Backend` that carries its options).
 
     ``auto`` (:func:`auto_backend`) takes TensorRT when ``tensorrt`` imports and the bundle has an
@@ -151,16 +162,18 @@ def open_session(bundle: Bundle, name: str, *, backend: str | Backend = "onnxrun
     Runtime ``providers`` are asked for, else ONNX Runtime. Options meant for another backend
     (``precision`` for TensorRT/OpenVINO, ``providers`` for ONNX Runtime) are dropped; the opened
     session's ``label`` names the backend chosen. A named backend is opened as asked.
+    ``memory="low"`` asks for the backend's low-memory settings where it has any (a backend that
+    takes a ``memory`` option).
     """
+    check_memory(memory)
     if isinstance(backend, Backend):
         backend, options = backend.name, {**backend.options, **options}
     if backend == "auto":
         cls = backend_class(auto_backend(bundle, name, options))
-        return cls(bundle, name, **{k: v for k, v in options.items() if k in cls.options})
-    return backend_class(backend)(bundle, name, **options)
-
-
-MEMORY_MODES = ("normal", "low")
+        return cls(bundle, name, **{k: v for k, v in options.items() if k in cls.options},
+                   **_memory_option(cls, memory))
+    cls = backend_class(backend)
+    return cls(bundle, name, **options, **_memory_option(cls, memory))
 
 
 class OneAtATime:
@@ -181,24 +194,29 @@ class LazySession:
 
     def __init__(self, bundle: Bundle, name: str, backend: str | Backend, group: OneAtATime):
         self.component = bundle.component(name)
-        self._open = lambda: open_session(bundle, name, backend=backend)
+        self._open = lambda: open_session(bundle, name, backend=backend, memory="low")
         self._group = group
         self._session: BaseSession | None = None
+        self.switch_s = 0.0  # seconds its runs spent freeing the previous component and opening this one
 
     @property
     def is_open(self) -> bool:
         return self._session is not None
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        start = time.perf_counter()
         self._group.switch_to(self)
         if self._session is None:
             self._session = self._open()
+        self.switch_s += time.perf_counter() - start
         return self._session.run(feeds)
 
     def close(self) -> None:
+        """Free the component, and hand the heap pages it held back to the OS (:func:`runtime.heap.trim`)."""
         if self._session is not None:
             self._session.close()
             self._session = None
+            trim()
 
 
 class OwnsSessions:
@@ -210,9 +228,7 @@ class OwnsSessions:
 
     def _open(self, bundle: Bundle, name: str, backend: str | Backend,
               memory: str = "normal") -> BaseSession | LazySession:
-        if memory not in MEMORY_MODES:
-            raise ValueError(f"memory must be one of {', '.join(MEMORY_MODES)}, found {memory!r}")
-        if memory == "low":
+        if check_memory(memory) == "low":
             group = self.__dict__.setdefault("_one_at_a_time", OneAtATime())
             session = LazySession(bundle, name, backend, group)
         else:
