@@ -151,6 +151,13 @@ def _memory_option(cls: type[BaseSession], memory: str) -> dict[str, str]:
     return {"memory": memory} if "memory" in cls.options else {}
 
 
+def auto_backend(bundle: Bundle, name: str, options: Mapping[str, object]) -> str:
+    """The backend ``auto`` picks for one component here: the first of
+    :func:`runtime.backends.auto.auto_order` that is usable with these options."""
+    order = auto_order(bundle.component(name))
+    return next(candidate for candidate in order if backend_class(candidate).usable(bundle, name, options))
+
+
 def open_session(bundle: Bundle, name: str, *, backend: str | Backend = "onnxruntime", memory: str = "normal",
                  **options) -> BaseSession:
     """Open one component with the named backend (a name, or a :class:`Backend` that carries its options).
