@@ -68,14 +68,14 @@ def ait(bundle: Path, checkpoint: Path, args: argparse.Namespace) -> dict:
 
     image = _test_image(args.seed)
     start = time.perf_counter()
-    with DepthPipeline(bundle) as pipeline:
+    with DepthPipeline(bundle, backend="onnxruntime") as pipeline:
         depth = pipeline.estimate(image, progress=False)
         config_name, c = pipeline.bundle.manifest.variant, pipeline.constants
         raw = pipeline.sliding_flip(pipeline.pixels(image, *c["test_size"]), soft=True, progress=False)
     runtime_s = time.perf_counter() - start
     gc.collect()
     start = time.perf_counter()
-    reference_pipeline = DepthPipeline(bundle)
+    reference_pipeline = DepthPipeline(bundle, backend="onnxruntime")
     modules = build_modules(variant(config_name), checkpoint, seed=0)
     reference_pipeline.solve = _torch_solve(modules, c["token_length"])  # same numpy pre/post, torch graphs
     reference = reference_pipeline.estimate(image, progress=False)
@@ -115,7 +115,7 @@ def imagebind(bundle: Path, checkpoint: Path, args: argparse.Namespace) -> dict:
 
     figures = {}
     for modality, items in imagebind_items(args.seed).items():
-        with EmbeddingPipeline(bundle, modalities=[modality]) as pipeline:
+        with EmbeddingPipeline(bundle, modalities=[modality], backend="onnxruntime") as pipeline:
             found = pipeline.embed_modality(modality, items)
             spec = pipeline.constants["modalities"][modality]
             feed, counts = prepare(modality, items, spec["preprocess"], pipeline.tokenizer)
