@@ -32,6 +32,7 @@ from typing import Any
 
 from benchmarks.measure import time_graphs
 from benchmarks.videocrafter1 import PROMPT, SESSIONS
+from runtime.backends.base import MEMORY_MODES
 from runtime.bundle import Bundle
 from runtime.videocrafter1 import VideoPipeline
 
@@ -91,15 +92,6 @@ class RssSampler:
         self._thread.join()
 
 
-def weight_bytes(bundle: Bundle, names: list[str]) -> dict[str, int]:
-    """Each component's graph file plus external data files, in bytes, as the manifest lists them."""
-    sizes = {}
-    for name in names:
-        component = bundle.component(name)
-        sizes[name] = sum(int(bundle.manifest.files[rel]["size"]) for rel in (component.file, *component.extra_files))
-    return sizes
-
-
 def _cache_files() -> int | None:
     """How many files OpenVINO's compiled-model cache holds (None when it has no folder yet)."""
     from runtime.backends.ov import default_cache_dir
@@ -125,7 +117,7 @@ def measure_generate(bundle_root: str | Path, *, memory: str, backend: str, fram
             names = [name for name in SESSIONS if hasattr(pipeline, name)]
         after_close = sampler.read()["VmRSS"]
     status = status_kb()
-    weights = weight_bytes(bundle, names)
+    weights = {name: bundle.weight_bytes(name) for name in names}
     largest = max(weights, key=weights.get)
     # the kernel raises VmHWM lazily (on unmapping, exit), so memory freed without unmapping can peak above it
     peak_bytes = max(status["VmHWM"], sampler.at_peak["VmRSS"]) * 1024
@@ -185,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.peak_memory", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("bundle", type=Path, help="a VideoCrafter1 bundle folder")
-    parser.add_argument("--memory", choices=("normal", "low"), default="low")
+    parser.add_argument("--memory", choices=MEMORY_MODES, default="low")
     parser.add_argument("--backend", choices=tuple(_BACKEND_LIBRARIES), default="onnxruntime")
     parser.add_argument("--frames", type=int, default=2)
     parser.add_argument("--steps", type=int, default=2, help="DDIM steps (UNet calls)")

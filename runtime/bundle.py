@@ -210,6 +210,11 @@ class Bundle:
                 f"'{name}'; it has: {have}"
             ) from None
 
+    def weight_bytes(self, name: str) -> int:
+        """Bytes of a component's graph file and its external weight files, as the manifest lists them."""
+        component = self.component(name)
+        return sum(int(self._entry(rel)["size"]) for rel in (component.file, *component.extra_files))
+
     def graph_files(self) -> set[str]:
         """The files the backends load (graphs, their external data, engines, INT8 graphs), not the pipeline's."""
         files = set()
