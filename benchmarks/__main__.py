@@ -28,6 +28,7 @@ from benchmarks.measure import FamilyReport, Row, write_json
 from benchmarks.peak_memory import describe
 from benchmarks.released import cache_dir
 from runtime.bundle import MANIFEST, Bundle
+from runtime.cpu import this_cpu
 from runtime.families import FAMILIES, family_modules
 
 PRESETS = ("tiny", "released")
@@ -70,13 +71,10 @@ def environment() -> dict:
     import onnxruntime
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        cpu = next((l.split(":", 1)[1].strip() for l in cpuinfo.read_text().splitlines()
-                    if l.startswith("model name")), cpu)
+    cpu = this_cpu()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"cpu": cpu, "cpu_count": os.cpu_count(), "gpu": gpu, "platform": platform.platform(),
+    return {"cpu": cpu.model, "cpu_class": cpu.isa, "cpu_bf16": cpu.bf16, "cpu_int8_dot": cpu.int8_dot,
+            "cpu_count": os.cpu_count(), "gpu": gpu, "platform": platform.platform(),
             "versions": {"python": platform.python_version(), "numpy": numpy.__version__,
                          "onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__, "torch": torch.__version__,
                          "opencv": cv2.__version__, "openvino": _openvino_version()}}
@@ -149,7 +147,7 @@ def summary(result: dict) -> str:
     rows = [Row(**{k: v for k, v in r.items() if k not in _DERIVED})
             for family in result["families"].values() for r in family["rows"]]
     device, ort = result["device"], result["onnxruntime_settings"]
-    lines = [f"device: {device['cpu']} ({device['cpu_count']} CPUs), GPU: {device['gpu'] or 'none'}",
+    lines = [f"device: {device['cpu']} ({device['cpu_class']}, {device['cpu_count']} CPUs), GPU: {device['gpu'] or 'none'}",
              "versions: " + ", ".join(f"{k} {v}" for k, v in device["versions"].items()),
              f"onnxruntime: {ort['graph_optimization_level']}, intra-op threads {ort['intra_op_num_threads']}, "
              f"{', '.join(ort['providers'])}; transformers fusions {ort['transformers_fusions']}",

@@ -7,6 +7,11 @@ and reuses it afterwards. A family suite lists its :class:`Item` s (a component,
 feeds, the torch module's call on them); :func:`item_rows` times torch first, then each
 backend of :func:`variants` on the same feeds, and scores each output against torch's.
 
+torch runs eagerly in FP32 and, on a CPU with native BF16 (:mod:`runtime.cpu`), also under
+``torch.autocast("cpu", dtype=torch.bfloat16)``, its fast CPU path: a BF16 row of a backend is
+compared with torch BF16, every other row with torch FP32. Where BF16 is not native, OpenVINO
+would run a ``bf16`` request in FP32, so there is no BF16 row.
+
 INT8 rows run the component's calibrated Q/DQ graph (``python -m calibration
 quantize`` writes ``<stem>.int8.onnx``) on the backend that runs its FP32 row, so the
 row carries that backend's FP32 time beside its own and the output's agreement.
@@ -25,6 +30,7 @@ from runtime.arrays import agreement
 from runtime.backends import open_session
 from runtime.backends.base import backend_class
 from runtime.bundle import MANIFEST, Bundle
+from runtime.cpu import this_cpu
 
 Feeds = Mapping[str, np.ndarray]
 CALIBRATION_SAMPLES = 8  # the calibration stage holds out the last quarter (2) for the report
@@ -92,7 +98,8 @@ def variants(bundle: Bundle, component: str) -> Iterator[tuple[str, str, dict]]:
         yield "onnxruntime", "int8", graph
     if backend_class("openvino").usable(bundle, component, {}):
         yield "openvino", "fp32", {"precision": "fp32"}
-        yield "openvino", "bf16", {"precision": "bf16"}
+        if this_cpu().bf16:
+            yield "openvino", "bf16", {"precision": "bf16"}
         if graph:
             yield "openvino", "int8", {"precision": "fp32", **graph}
 
@@ -103,15 +110,35 @@ def _score(reference: Mapping[str, np.ndarray], found: Mapping[str, np.ndarray])
     return min(s.cosine for s in scores), min(s.snr_db for s in scores)
 
 
+def torch_variants(call: Callable[[Feeds], Mapping[str, np.ndarray]]) -> Iterator[tuple[str, Callable]]:
+    """(precision, call) of torch's baselines: eager FP32, and BF16 autocast where the CPU has native BF16."""
+    yield "fp32", call
+    if this_cpu().bf16:
+        import torch
+
+        def bf16(feeds: Feeds) -> Mapping[str, np.ndarray]:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return call(feeds)
+        yield "bf16", bf16
+
+
 def item_rows(family: str, bundle: Bundle, item: Item, repeats: int, log=print) -> list[Row]:
-    """torch eager, then each backend and precision of :func:`variants`, on ``item.feeds``; one row each."""
+    """torch (:func:`torch_variants`), then each backend and precision of :func:`variants`, on ``item.feeds``;
+    one row each, a row's ``torch_ms`` being torch's at the same precision (FP32 for INT8)."""
     variant = bundle.manifest.variant
-    reference = item.torch_call(item.feeds)
-    torch_time = measure(lambda: item.torch_call(item.feeds), repeats)
-    torch_ms = torch_time.median_s * 1e3
-    rows = [Row(family, variant, item.label, item.shape, "torch", torch_ms, torch_ms, None, torch_time.peak_mb,
-                torch_time.peak_mb, precision="fp32", cosine=1.0)]
-    log(f"  {item.label}: torch {torch_ms:.1f} ms")
+    rows, torch_ms, reference = [], {}, None
+    for precision, call in torch_variants(item.torch_call):
+        outputs = call(item.feeds)
+        reference = outputs if reference is None else reference
+        timing = measure(lambda: call(item.feeds), repeats)
+        torch_ms[precision] = timing.median_s * 1e3
+        cosine, snr = _score(reference, outputs)
+        rows.append(Row(family, variant, item.label, item.shape, "torch", torch_ms[precision], torch_ms[precision],
+                        None, timing.peak_mb, timing.peak_mb, precision=precision, cosine=cosine,
+                        snr_db=None if precision == "fp32" else snr,
+                        backend_fp32_ms=None if precision == "fp32" else torch_ms["fp32"]))
+        log(f"  {item.label}: torch {precision} {torch_ms[precision]:.1f} ms")
+    torch_peak = rows[0].torch_peak_mb
     fp32_ms: dict[str, float] = {}
     for backend, precision, options in variants(bundle, item.component):
         with open_session(bundle, item.component, backend=backend, **options) as session:
@@ -119,12 +146,12 @@ def item_rows(family: str, bundle: Bundle, item: Item, repeats: int, log=print) 
             timing = measure(lambda: session.run(item.feeds), repeats)
             ran = "int8" if precision == "int8" else getattr(session, "precision", precision)
         cosine, snr = _score(reference, outputs)
-        ms = timing.median_s * 1e3
+        ms, baseline = timing.median_s * 1e3, torch_ms.get(ran, torch_ms["fp32"])
         if precision == "fp32":
             fp32_ms[backend] = ms
-        rows.append(Row(family, variant, item.label, item.shape, backend, ms, torch_ms, None, timing.peak_mb,
-                        torch_time.peak_mb, precision=ran, cosine=cosine, snr_db=snr,
+        rows.append(Row(family, variant, item.label, item.shape, backend, ms, baseline, None, timing.peak_mb,
+                        torch_peak, precision=ran, cosine=cosine, snr_db=snr,
                         backend_fp32_ms=fp32_ms.get(backend) if precision != "fp32" else None))
-        log(f"  {item.label}: {backend} {ran} {ms:.1f} ms (torch/rt {torch_ms / ms:.2f}x), cosine {cosine:.6f}, "
-            f"SNR {snr:.1f} dB")
+        log(f"  {item.label}: {backend} {ran} {ms:.1f} ms (torch {ran if ran in torch_ms else 'fp32'}/rt "
+            f"{baseline / ms:.2f}x), cosine {cosine:.6f}, SNR {snr:.1f} dB")
     return rows

@@ -1,4 +1,4 @@
-"""INT8 (Q/DQ) vs FP32 accuracy, measured on the CPU with ONNX Runtime.
+"""INT8 (Q/DQ) vs FP32 accuracy, measured on the CPU with ONNX Runtime (the figures name the CPU and its class).
 
 Per component: both graphs run on the held-out recorded inputs and their
 outputs are compared (cosine similarity, max and mean absolute error, SNR in
@@ -23,6 +23,7 @@ from calibration.store import CalibrationData, CalibrationDataError
 from runtime.bundle import Bundle, BundleError
 from runtime.arrays import agreement, psnr
 from runtime.backends import OrtSession
+from runtime.cpu import this_cpu
 
 
 def compare_graphs(fp32: OrtSession, int8: OrtSession, records: Iterable[Mapping[str, np.ndarray]]) -> dict:
@@ -162,15 +163,16 @@ def report(bundle_root: str | Path, data_root: str | Path | None = None, *, end_
         fp32 = OrtSession(bundle, name)
         components[name] = {**compare_graphs(fp32, session, data.records(name, split)), "split": split,
                             "method": quantized[name].int8["method"]}
+    cpu = this_cpu()  # INT8 kernels differ by CPU class (VNNI or not): every report says which it ran on
     figures = {"bundle": str(bundle.root), "family": bundle.manifest.family, "variant": bundle.manifest.variant,
-               "components": components}
+               "cpu": cpu.describe(), "cpu_class": cpu.isa, "components": components}
     if end_to_end and bundle.manifest.family in END_TO_END:
         figures["end_to_end"] = END_TO_END[bundle.manifest.family](bundle, data, int8)
     return figures
 
 
 def format_table(figures: Mapping[str, Any]) -> str:
-    lines = [f"{figures['family']} {figures['variant']}: INT8 (Q/DQ) vs FP32, ONNX Runtime CPU",
+    lines = [f"{figures['family']} {figures['variant']}: INT8 (Q/DQ) vs FP32, ONNX Runtime on {figures['cpu']}",
              f"{'component':<16}{'records':>8}{'cosine':>10}{'max abs':>11}{'mean abs':>11}{'SNR dB':>9}"]
     for name, f in figures["components"].items():
         lines.append(f"{name:<16}{f['records']:>8}{f['cosine']:>10.5f}{f['max_abs']:>11.4g}{f['mean_abs']:>11.4g}"

@@ -49,7 +49,9 @@ class GraphSpec:
         with torch.no_grad():
             result = self.module.eval()(*args)
         result = result if isinstance(result, (tuple, list)) else (result,)
-        return {n: r.detach().cpu().numpy() for n, r in zip(self.outputs, result)}
+        # under autocast an output may come out in BF16/FP16: numpy gets it as float32
+        return {n: (r.float() if r.is_floating_point() else r).detach().cpu().numpy()
+                for n, r in zip(self.outputs, result)}
 
     def profile(self, feeds: Mapping[str, np.ndarray], ranges: Mapping[str, Mapping[str, int]]) -> dict:
         """Per-input min/opt/max shapes: symbolic axes from ``ranges`` (by axis name), fixed axes as in ``feeds``."""

@@ -13,6 +13,7 @@ import pytest
 import benchmarks.__main__ as bench
 from benchmarks.figures import line_plot
 from benchmarks.measure import Row
+from runtime.cpu import this_cpu
 from runtime.families import FAMILIES
 
 
@@ -134,8 +135,14 @@ def test_released_suites_score_every_backend_against_torch(tmp_path, monkeypatch
     assert (cache_dir() / "imagebind-tiny" / "manifest.json").is_file()
     vision = [r for r in report.rows if r.item == "vision encoder"]
     backends = [(r.backend, r.precision) for r in vision]
-    openvino = pytest.importorskip("openvino") and [("openvino", p) for p in ("fp32", "bf16", "int8")]
-    assert backends == [("torch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "int8"), *openvino]
+    bf16 = ("bf16",) if this_cpu().bf16 else ()  # torch autocast and OpenVINO BF16 only where BF16 is native
+    openvino = pytest.importorskip("openvino") and [("openvino", p) for p in ("fp32", *bf16, "int8")]
+    assert backends == [("torch", "fp32"), *(("torch", p) for p in bf16), ("onnxruntime", "fp32"),
+                        ("onnxruntime", "int8"), *openvino]
+    for row in vision:  # like for like: a BF16 row against torch BF16, every other row against torch FP32
+        torch_row = next(r for r in vision if r.backend == "torch" and r.precision == (
+            "bf16" if row.precision == "bf16" else "fp32"))
+        assert row.torch_ms == torch_row.runtime_ms, row
     assert {r.item for r in report.rows} == {f"{m} encoder" for m in bench_imagebind.RELEASED_MODALITIES}
     _check_rows(report.rows)
     for row in report.rows:
@@ -168,7 +175,8 @@ def test_videocrafter1_released_suite_on_the_tiny_presets(tmp_path, monkeypatch)
     monkeypatch.setenv("EDGE_BENCH_CACHE", str(tmp_path))
     report = bench_vc.bench_released(repeats=1, log=lambda _: None)
     _check_rows(report.rows)
-    assert [r.bundle for r in report.rows if r.backend == "torch"] == ["tiny-t2v"] * 3 + ["tiny-i2v"] * 3
+    torch_rows = [r.bundle for r in report.rows if r.backend == "torch" and r.precision == "fp32"]
+    assert torch_rows == ["tiny-t2v"] * 3 + ["tiny-i2v"] * 3
     peak_memory = {f"generate_video, memory={m} (process peak RSS)" for m in ("normal", "low")}
     assert {r.item for r in report.rows if r.bundle == "tiny-t2v"} >= peak_memory
     assert len(report.figures["peak_memory"]) == len([r for r in report.rows if r.item in peak_memory])

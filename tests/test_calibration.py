@@ -20,6 +20,7 @@ from export.videocrafter1.bundle import export_bundle
 from export.videocrafter1.presets import tiny_t2v
 from runtime.arrays import agreement
 from runtime.bundle import Bundle
+from runtime.cpu import INT8_WEIGHTS, this_cpu
 
 SAMPLES, STEPS = 3, 4
 
@@ -74,6 +75,10 @@ def test_qdq_graphs_run_and_quantize_only_where_expected(calibrated):
         assert weighted - excluded and weighted - excluded <= fed
         outputs = OrtSession(bundle, name, graph=bundle.verify(entry["graph"])).run(next(data.records(name)))
         assert all(np.isfinite(v).all() for v in outputs.values())
+        # u8 x s8 pairs summed in int16 (x86 without VNNI) cannot saturate: 2 x 255 x |w| <= 32767
+        weights = [numpy_helper.to_array(i) for i in model.graph.initializer if i.data_type == onnx.TensorProto.INT8]
+        largest = max(int(np.abs(w.astype(np.int32)).max()) for w in weights if w.size > 1)
+        assert entry["weights"] == INT8_WEIGHTS and 2 * 255 * largest <= 32767 and largest == 64, largest
     reasons = set(entries["unet"]["excluded_nodes"].values())
     assert {"first convolution", "last convolution", "attention softmax", "normalisation"} <= reasons
     assert any(n.endswith("Softmax") for n in entries["vae_decoder"]["excluded_nodes"])
@@ -123,6 +128,7 @@ def test_cache_parses_back_to_the_graph_scales(calibrated, tmp_path):
 def test_report_figures_come_from_real_runs(calibrated, tmp_path):
     bundle, data, entries = calibrated
     figures = report(bundle.root, data.root, end_to_end=True)
+    assert figures["cpu_class"] == this_cpu().isa and figures["cpu"] == this_cpu().describe()
     for name, f in figures["components"].items():
         assert 0.9 < f["cosine"] < 1.0 and 0 < f["mean_abs"] <= f["max_abs"] and f["snr_db"] > 5
     e2e = figures["end_to_end"]
@@ -278,3 +284,38 @@ def test_imagebind_records_every_encoder_and_reports_cosine_and_retrieval(tmp_pa
     assert all(0.9 < c <= 1.0 + 1e-9 for c in e2e["embedding_cosine"].values())
     retrieval = e2e["retrieval"]
     assert retrieval["queries"] == len(read_prompts(DEFAULT_PROMPTS)) and 0.0 <= retrieval["top1_agreement"] <= 1.0
+
+
+def test_an_int8_graph_with_8_bit_weights_warns_only_where_it_saturates(calibrated, tmp_path, monkeypatch):
+    """A bundle quantized before the 7-bit weights: its INT8 graph warns on an x86 CPU without VNNI (named as
+    the fake CPUs below say), never where the integer sums cannot saturate, nor with this quantizer's weights."""
+    import shutil
+    import warnings
+    from dataclasses import replace
+
+    import runtime.cpu
+    from runtime.backends.base import Int8SaturationWarning
+    from runtime.bundle import write_manifest
+
+    bundle, _, entries = calibrated
+    root = shutil.copytree(bundle.root, tmp_path / "old")
+    manifest = Bundle(root).manifest
+    component = manifest.components["text_encoder"]
+    manifest.components["text_encoder"] = replace(
+        component, int8={**component.int8, "weights": "int8 symmetric per channel"})
+    write_manifest(root, manifest)
+    old, graph = Bundle(root), root / entries["text_encoder"]["graph"]
+    zen3, zen4 = (runtime.cpu.parse_cpuinfo(f"model name\t: AMD EPYC\nflags\t\t: avx2 {extra}\n", "x86_64")
+                  for extra in ("", "avx512f avx512_vnni avx512_bf16"))
+    for cpu, warned in ((zen3, True), (zen4, False)):
+        monkeypatch.setattr(runtime.cpu, "this_cpu", lambda cpu=cpu: cpu)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            OrtSession(old, "text_encoder", graph=graph).close()
+            OrtSession(old, "text_encoder").close()  # the FP32 graph: nothing to say
+            OrtSession(bundle, "text_encoder", graph=bundle.verify(entries["text_encoder"]["graph"])).close()
+        messages = [str(w.message) for w in caught if issubclass(w.category, Int8SaturationWarning)]
+        assert len(messages) == warned, (cpu.isa, messages)
+        if warned:
+            assert "text_encoder: text_encoder.int8.onnx holds INT8 weights as 'int8 symmetric per channel'" \
+                   in messages[0] and "python -m calibration quantize" in messages[0]

@@ -380,6 +380,38 @@ def _bundle_with_engine(tmp_path, target=ORIN):
     return Bundle(root)
 
 
+def _fake_cuda_python(monkeypatch, *, count_error=0, count=1, props_error=0, name=b"NVIDIA H100 80GB HBM3\0\0"):
+    """cuda-python's runtime module as ``cuda.bindings.runtime``: (error, value) pairs, errors as an enum."""
+    import enum
+
+    class Error(enum.IntEnum):
+        cudaSuccess = 0
+        cudaErrorInsufficientDriver = 35
+
+    props = types.SimpleNamespace(name=name, major=9, minor=0)
+    runtime = types.SimpleNamespace(cudaError_t=Error,
+                                    cudaGetDeviceCount=lambda: (Error(count_error), count),
+                                    cudaGetDeviceProperties=lambda device: (Error(props_error), props))
+    package = types.ModuleType("cuda")
+    package.bindings = types.SimpleNamespace(runtime=runtime)
+    monkeypatch.setitem(sys.modules, "cuda", package)
+    monkeypatch.setitem(sys.modules, "cuda.bindings", package.bindings)
+    monkeypatch.setitem(sys.modules, "cuda.bindings.runtime", runtime)
+
+
+def test_gpu_name_and_compute_capability_come_from_cuda_python(monkeypatch):
+    _fake_cuda_python(monkeypatch)
+    assert tensorrt_backend._device_facts() == ("NVIDIA H100 80GB HBM3", "9.0")
+    _fake_cuda_python(monkeypatch, count_error=35, count=None)  # no driver: what cuda-bindings says on a CPU box
+    assert tensorrt_backend._device_facts() is None
+    _fake_cuda_python(monkeypatch, count=0)
+    assert tensorrt_backend._device_facts() is None
+    _fake_cuda_python(monkeypatch, props_error=35)
+    assert tensorrt_backend._device_facts() is None
+    monkeypatch.setitem(sys.modules, "cuda", None)  # cuda-python not installed
+    assert tensorrt_backend._device_facts() is None
+
+
 def test_tensorrt_session_runs_and_refuses_shapes_outside_profile(tmp_path, monkeypatch):
     _fake_polygraphy(monkeypatch)
     with TensorRTSession(_bundle_with_engine(tmp_path), "unet") as session:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.backends.base import BaseSession
+from runtime.backends.base import BaseSession, check_int8_graph
 from runtime.bundle import Bundle, BundleError
 
 
@@ -67,6 +67,7 @@ class OrtSession(BaseSession):
     def __init__(self, bundle: Bundle, name: str, *, providers: list[str] | None = None, threads: int = 0,
                  graph: str | Path | None = None, memory: str = "normal"):
         super().__init__(bundle.component(name))
+        check_int8_graph(bundle, name, graph)
         path = Path(graph) if graph is not None else bundle.component_path(name)
         try:
             self._session = inference_session(path, providers=providers, threads=threads, arena=memory != "low")

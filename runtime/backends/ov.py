@@ -5,25 +5,34 @@ It reads the bundle's ONNX graph directly (external weight data included), bound
 each symbolic axis to the manifest profile's ``min..max``, and compiles it with an
 inference precision chosen here, never left to the device: on a CPU with BF16
 (AVX-512 BF16, AMX) OpenVINO's own default is BF16, which costs accuracy. The
-precision the compiled model really runs in is read back into ``.precision``
-(OpenVINO 2026.4 on a CPU with BF16 but without FP16 arithmetic runs ``f16`` as BF16).
+precision the compiled model really runs in is read back into ``.precision``, and a
+request the CPU cannot run as asked says so once (:class:`PrecisionFallbackWarning`):
+without native BF16 (:mod:`runtime.cpu`) ``bf16`` runs in FP32; OpenVINO 2026.4 on a CPU
+with BF16 but without FP16 arithmetic runs ``f16`` as BF16.
 
-Compiled models are cached (OpenVINO's ``CACHE_DIR``, keyed by the graph, the shapes
-and the settings), by default under ``$XDG_CACHE_HOME/edge-deploy/openvino``
-(``~/.cache/edge-deploy/openvino``): the second opening of a component loads the
-compiled blob instead of compiling again.
+Compiled models are cached by OpenVINO (``CACHE_DIR``), one folder per setting that
+changes what a compiled blob holds: OpenVINO version, device, CPU class, inference
+precision, threads (:func:`cache_folder`). OpenVINO keys its blobs by the graph and its
+shapes, but one folder shared by several precisions gave wrong BF16 results (NaN, or
+cosine 0.25) on an AMX CPU after an FP32 compile of the same graph. The root is
+``$XDG_CACHE_HOME/edge-deploy/openvino`` (``~/.cache/edge-deploy/openvino``) unless
+``cache_dir`` says otherwise: the second opening of a component loads the compiled blob
+instead of compiling again. A blob OpenVINO cannot load is compiled again (said once).
 """
 from __future__ import annotations
 
 import os
+import re
 import threading
+import warnings
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 
-from runtime.backends.base import BaseSession
+from runtime.backends.base import BaseSession, check_int8_graph
 from runtime.bundle import Bundle, BundleError, Component
+from runtime.cpu import this_cpu
 
 # our name -> OpenVINO's element type name for INFERENCE_PRECISION_HINT
 PRECISIONS = {"fp32": "f32", "bf16": "bf16", "f16": "f16"}
@@ -35,6 +44,28 @@ def default_cache_dir() -> Path:
     """Where compiled models are cached unless ``cache_dir`` says otherwise."""
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "edge-deploy" / "openvino"
+
+
+class PrecisionFallbackWarning(UserWarning):
+    """A precision was asked that this CPU does not run natively; the session runs (and reports) another."""
+
+
+class CacheReloadWarning(UserWarning):
+    """A cached compiled model could not be loaded; the component was compiled again."""
+
+
+def cache_folder(root: Path, version: str, hint: str, threads: int) -> Path:
+    """The folder of compiled models for one setting: ``root/<OpenVINO version>/<device>-<CPU class>/<precision>-t<threads>``.
+
+    Nothing compiled under one setting is ever read under another, whatever OpenVINO's own keys."""
+    def safe(text: str) -> str:
+        return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-")
+    return root / safe(version) / f"{DEVICE}-{safe(this_cpu().isa)}" / f"{hint}-t{int(threads)}"
+
+
+def _blob_stamps(folder: Path) -> dict[Path, tuple[int, int]]:
+    """(modification time, size) of each compiled blob in ``folder``."""
+    return {blob: (blob.stat().st_mtime_ns, blob.stat().st_size) for blob in folder.glob("*.blob")}
 
 
 def partial_shapes(component: Component) -> dict[str, list[tuple[int, int] | int]]:
@@ -83,6 +114,7 @@ class OpenVINOSession(BaseSession):
             raise BundleError(f"{name}: backend 'openvino' needs the openvino package (`pip install "
                               "'.[openvino]'`); use backend='onnxruntime' or 'auto'") from exc
 
+        check_int8_graph(bundle, name, graph)
         path = Path(graph) if graph is not None else bundle.component_path(name)
         core = ov.Core()
         try:
@@ -94,19 +126,36 @@ class OpenVINOSession(BaseSession):
         model.reshape({spec: ov.PartialShape([ov.Dimension(*d) if isinstance(d, tuple) else ov.Dimension(d)
                                               for d in dims])
                        for spec, dims in partial_shapes(self.component).items()})
-        folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        folder.mkdir(parents=True, exist_ok=True)
-        config = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY",
-                  "INFERENCE_NUM_THREADS": int(threads), "CACHE_DIR": str(folder)}
-        self._compiled = core.compile_model(model, DEVICE, config)
+        root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self.cache_folder = cache_folder(root, ov.__version__, hint, threads)
+        self._compiled = self._compile(core, model, {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY",
+                                                     "INFERENCE_NUM_THREADS": int(threads)})
         ran = self._compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
         self.precision = _REPORTED.get(ran, ran)
+        if self.precision != precision:
+            warnings.warn(f"{name}: OpenVINO runs {self.precision}, not the {precision} asked: this CPU, "
+                          f"{this_cpu().describe()}, has no native {precision.upper()} arithmetic. "
+                          "session.precision says what runs.", PrecisionFallbackWarning, stacklevel=3)
         self._request = self._compiled.create_infer_request()
         self._lock = threading.Lock()  # one infer request: calls from several threads take turns
         self._declared = {t.name: np.dtype(t.dtype) for t in self.component.outputs}
         # a port may carry several tensor names (an output that is also an inner tensor): use the manifest's
         self._outputs = [(port, next((n for n in self._declared if n in port.get_names()), port.get_any_name()))
                          for port in self._compiled.outputs]
+
+    def _compile(self, core, model, config: dict):
+        """Compile with this setting's cache folder. OpenVINO compiles again, silently, when a cached blob of
+        the graph is refused (damaged, or written by another build): a blob rewritten here says so."""
+        self.cache_folder.mkdir(parents=True, exist_ok=True)
+        before = _blob_stamps(self.cache_folder)
+        compiled = core.compile_model(model, DEVICE, {**config, "CACHE_DIR": str(self.cache_folder)})
+        after = _blob_stamps(self.cache_folder)
+        rewritten = sorted(blob.name for blob, stamp in before.items() if after.get(blob, stamp) != stamp)
+        if rewritten:
+            warnings.warn(f"{self.component.name}: OpenVINO could not load the compiled model {rewritten[0]} in "
+                          f"{self.cache_folder} and compiled the graph again (the blob is replaced)",
+                          CacheReloadWarning, stacklevel=4)
+        return compiled
 
     @classmethod
     def usable(cls, bundle: Bundle, name: str, options: Mapping[str, object]) -> bool:

@@ -2,7 +2,8 @@
 
 TensorRT and Polygraphy are optional (``.[trt]``) and imported only when a session
 is opened. Polygraphy's ``TrtRunner`` owns the execution context, the CUDA stream
-and the device buffers (``polygraphy.cuda``); no torch, no pycuda.
+and the device buffers (``polygraphy.cuda``); the GPU's name and compute capability
+come from cuda-python's runtime API; no torch, no pycuda, no hand-written CUDA calls.
 
 An engine runs only on the TensorRT version and GPU compute capability it was
 built for; the manifest records both, and a mismatch is refused with the
@@ -10,7 +11,6 @@ commands that rebuild it.
 """
 from __future__ import annotations
 
-import ctypes
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -20,33 +20,36 @@ from runtime.bundle import Bundle, BundleError, Component
 from runtime.backends.base import BaseSession
 
 PRECISION_PREFERENCE = ("fp16", "fp32", "int8")  # when none is asked for: fastest that keeps FP accuracy
-_CC_MAJOR, _CC_MINOR = 75, 76  # cudaDevAttrComputeCapabilityMajor / Minor
-_PROPS_BYTES = 4096  # larger than cudaDeviceProp in any CUDA 11/12; its first field is char name[256]
+
+
+def _cuda_runtime():
+    """cuda-python's runtime API module (``cuda.bindings.runtime``; ``cuda.cudart`` before cuda-python 12.6),
+    or None when cuda-python is not installed."""
+    try:
+        from cuda.bindings import runtime
+    except ImportError:
+        try:
+            from cuda import cudart as runtime
+        except ImportError:
+            return None
+    return runtime
 
 
 def _device_facts() -> tuple[str, str] | None:
-    """(GPU name, compute capability) of device 0 through Polygraphy's libcudart handle, or None without a GPU.
-
-    Polygraphy loads the CUDA runtime (``polygraphy.cuda.wrapper()``) for its buffers and
-    streams but has no device query, so the two attributes are read from that handle.
-    """
-    from polygraphy import cuda
-    from polygraphy.exception import PolygraphyException
-
-    try:
-        handle = cuda.wrapper().handle
-    except (PolygraphyException, OSError):
+    """(GPU name, compute capability) of device 0 through cuda-python, or None without cuda-python, a driver
+    or a GPU."""
+    cudart = _cuda_runtime()
+    if cudart is None:
         return None
-    count = ctypes.c_int(0)
-    if handle.cudaGetDeviceCount(ctypes.byref(count)) != 0 or count.value == 0:
+    ok = cudart.cudaError_t.cudaSuccess
+    error, count = cudart.cudaGetDeviceCount()
+    if error != ok or not count:
         return None
-    major, minor = ctypes.c_int(), ctypes.c_int()
-    handle.cudaDeviceGetAttribute(ctypes.byref(major), _CC_MAJOR, 0)
-    handle.cudaDeviceGetAttribute(ctypes.byref(minor), _CC_MINOR, 0)
-    props = ctypes.create_string_buffer(_PROPS_BYTES)
-    query = getattr(handle, "cudaGetDeviceProperties_v2", None) or handle.cudaGetDeviceProperties
-    name = props.raw[:256].split(b"\0", 1)[0].decode(errors="replace") if query(props, 0) == 0 else "unknown GPU"
-    return name, f"{major.value}.{minor.value}"
+    error, props = cudart.cudaGetDeviceProperties(0)
+    if error != ok:
+        return None
+    name = props.name if isinstance(props.name, str) else bytes(props.name).decode(errors="replace")
+    return name.split("\0", 1)[0], f"{props.major}.{props.minor}"
 
 
 @dataclass(frozen=True)
