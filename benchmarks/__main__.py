@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict
+from datetime import datetime, timezone
 from pathlib import Path
 
 from benchmarks import samplers
@@ -135,6 +136,7 @@ def run(bundle_dir: Path, *, preset: str, outputs: Path, families: tuple[str, ..
                                        plot["series"])))
     return {
         "command": f"python -m benchmarks --preset {preset} --family {' '.join(families)}",
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "repeats": REPEATS, "statistic": "median", "bundle_dir": str(bundle_dir), "exported_tiny_to": exported_to,
         "released_cache": str(cache_dir()) if preset == "released" else None,
         "device": environment(), "onnxruntime_settings": ort_settings(), "plots": plots,
