@@ -1,18 +1,15 @@
 """Write per-component Q/DQ INT8 graphs and TensorRT calibration caches, and register them in the manifest.
 
 Explicit quantization as TensorRT consumes it: symmetric INT8 activations
-(per tensor), symmetric per-channel INT8 weights within -64..64 (7 bits)
-(:data:`runtime.cpu.INT8_WEIGHTS`), QuantizeLinear/DequantizeLinear pairs in front of the weighted
-ops (Conv, MatMul, Gemm).
-
-Why 7 bits: on an x86 CPU without INT8 dot products (no VNNI or AMX: AMD Zen 2/3, Intel
-before 2019; :mod:`runtime.cpu`) ONNX Runtime's and OpenVINO's INT8 kernels multiply u8
-activations by s8 weights and add each pair of products in int16 first (``vpmaddubsw``),
-which saturates once ``2 x 255 x |w|`` passes 32767, i.e. for weights beyond 64. With the
-full 8-bit range the tiny T2V text encoder fell from 28.0 dB (no saturation) to 12.8 dB
-against FP32 on an AMD EPYC Zen 3, on both backends; with 7-bit weights it gives 26.2 dB
-there, and the same graph gives the same integers on every CPU. The one bit costs about
-1 dB where nothing saturates (tiny UNet 30.4 -> 29.4 dB). Ranges come from the
+(per tensor), symmetric per-channel INT8 weights (full 8-bit range),
+QuantizeLinear/DequantizeLinear pairs in front of the weighted ops (Conv, MatMul, Gemm).
+The same graph is exact on every CPU where the runtime runs it on ONNX Runtime: on an x86
+CPU without INT8 dot products (no VNNI or AMX) its sessions use the kernels that do not sum
+u8 x s8 pairs in int16 (:func:`runtime.cpu.int8_saturates`). Weights within +-64 (ONNX
+Runtime's ``reduce_range``) would avoid the saturation for every backend, but cost 4 dB on
+the released ImageBind vision encoder (26.9 dB against FP32, where 8-bit weights give 30.8 dB
+with those kernels on an AMD EPYC Zen 3); OpenVINO, which has no such kernels, says so where
+its INT8 sums saturate. Ranges come from the
 recorded calibration data (minmax: :mod:`calibration.ranges`; percentile and
 entropy: ONNX Runtime's histogram calibrators). Sensitive layers
 (the first and last convolution, attention softmax and the product it feeds,
@@ -31,7 +28,6 @@ from calibration.cache import DEFAULT_TRT_VERSION, activation_scales, write_cach
 from calibration.ranges import minmax_ranges, write_minmax_cache
 from calibration.store import CalibrationData, CalibrationDataError
 from runtime.bundle import Bundle, BundleError, write_manifest
-from runtime.cpu import INT8_WEIGHTS
 
 METHODS = ("minmax", "percentile", "entropy")
 QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
@@ -141,8 +137,8 @@ def quantize_component(bundle: Bundle, component: str, data: CalibrationData, *,
     quantize_static(
         str(bundle.component_path(component)), str(bundle.root / graph_rel), _reader(data, component),
         calibration_cache_path=ranges, quant_format=QuantFormat.QDQ,
-        op_types_to_quantize=list(QUANTIZED_OPS), per_channel=True, reduce_range=True,
-        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, nodes_to_exclude=list(excluded), calibrate_method=calibrate,
+        op_types_to_quantize=list(QUANTIZED_OPS), per_channel=True, activation_type=QuantType.QInt8,
+        weight_type=QuantType.QInt8, nodes_to_exclude=list(excluded), calibrate_method=calibrate,
         use_external_data_format=large,
         # DedicatedQDQPair: a tensor read by a quantized node and by a node kept in higher precision (the UNet's
         # time embedding, the text context) reaches the latter unquantized
@@ -153,7 +149,7 @@ def quantize_component(bundle: Bundle, component: str, data: CalibrationData, *,
     weights = [f"{graph_rel}.data"] if (bundle.root / f"{graph_rel}.data").is_file() else []
     return {"graph": graph_rel, "cache": cache_rel, "graph_data": weights, "method": method,
             "quantized_ops": list(QUANTIZED_OPS),
-            "activations": "int8 symmetric per tensor", "weights": INT8_WEIGHTS,
+            "activations": "int8 symmetric per tensor", "weights": "int8 symmetric per channel",
             "excluded_nodes": excluded, "tensors_in_cache": len(scales), "tensorrt_cache_version": trt_version,
             "calibration_records": sum(1 for _ in data.records(component, "calibration")),
             "calibration_data": str(Path(data.root).resolve()), "onnxruntime": onnxruntime.__version__}

@@ -211,3 +211,32 @@ def test_trim_hands_freed_heap_pages_back():
     libc.free(blocks[-1])
     assert freed > before - 64 * 1024  # most of the 256 MiB still resident after free()
     assert trimmed < freed - 192 * 1024  # trim gave at least 192 MiB of it back
+
+
+def test_onnx_runtime_int8_sums_are_exact_on_every_cpu(tmp_path):
+    """A Q/DQ MatMul whose u8 x s8 pairs pass int16 (2 x 255 x 127 > 32767) wherever the activations match the
+    weights' signs: the runtime's ONNX Runtime session gives the exact integer result on every CPU (on an x86
+    CPU without VNNI, ONNX Runtime's default kernels were off by 77 of 206 here; runtime.cpu.int8_saturates)."""
+    from onnx import numpy_helper
+
+    from runtime.backends.onnxrt import inference_session
+
+    k, n, sx, sw = 64, 8, np.float32(0.02), np.float32(0.01)
+    rng = np.random.default_rng(0)
+    w = rng.choice(np.array([-127, 127], np.int8), size=(k, n))
+    nodes = [helper.make_node("QuantizeLinear", ["x", "sx", "zx"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "sx", "zx"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["w", "sw", "zw"], ["wd"], axis=1),
+             helper.make_node("MatMul", ["xd", "wd"], ["y"])]
+    constants = [numpy_helper.from_array(np.array(sx), "sx"), numpy_helper.from_array(np.array(0, np.int8), "zx"),
+                 numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.full(n, sw), "sw"),
+                 numpy_helper.from_array(np.zeros(n, np.int8), "zw")]
+    graph = helper.make_graph(nodes, "qdq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, k])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, n])], constants)
+    path = tmp_path / "qdq.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]), str(path))
+    levels = np.stack([np.sign(w[:, 0]) * 127, np.full(k, 127), np.full(k, -128), rng.integers(-128, 128, k)])
+    x = (levels * sx).astype(np.float32)
+    exact = levels.astype(np.float64) @ w.astype(np.float64) * float(sx) * float(sw)
+    found = inference_session(path).run(None, {"x": x})[0]
+    np.testing.assert_allclose(found, exact, rtol=1e-6, atol=1e-5)

@@ -46,12 +46,10 @@ def test_this_cpu_is_read_once():
     assert this_cpu() is this_cpu() and this_cpu().model
 
 
-def test_int8_weights_saturate_only_on_x86_without_dot_products_and_only_when_8_bit():
-    from runtime.cpu import INT8_WEIGHTS, int8_saturates
+def test_int8_sums_saturate_only_on_x86_without_dot_products():
+    from runtime.cpu import int8_saturates
 
-    old = "int8 symmetric per channel"  # how bundles quantized before the 7-bit weights record theirs
     zen3, zen4 = (parse_cpuinfo(_x86("AMD EPYC", flags), "x86_64") for flags in (ZEN3, ZEN4))
     skylake, amx = (parse_cpuinfo(_x86("Xeon", flags), "x86_64") for flags in (SKYLAKE_SP, SAPPHIRE_RAPIDS))
     arm = parse_cpuinfo("Features\t: fp asimd asimddp\n", "aarch64")
-    assert [int8_saturates(old, c) for c in (zen3, skylake, zen4, amx, arm)] == [True, True, False, False, False]
-    assert not any(int8_saturates(INT8_WEIGHTS, c) for c in (zen3, skylake, zen4, amx, arm))
+    assert [int8_saturates(c) for c in (zen3, skylake, zen4, amx, arm)] == [True, True, False, False, False]

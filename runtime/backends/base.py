@@ -12,8 +12,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import time
-import warnings
-from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterator, Mapping, Protocol
 
@@ -21,7 +19,6 @@ import numpy as np
 
 from runtime.backends.auto import auto_order
 from runtime.bundle import Bundle, BundleError, Component
-from runtime import cpu as cpus
 from runtime.heap import trim
 
 _NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16, "int64": np.int64, "int32": np.int32}
@@ -65,25 +62,6 @@ def check_finite(component: Component, outputs: Mapping[str, np.ndarray]) -> Non
                 f"{component.name}: output '{name}' has {bad} NaN/Inf values of {value.size} "
                 "(an FP16 overflow? try the fp32 graph or keep this layer in fp32)"
             )
-
-
-class Int8SaturationWarning(UserWarning):
-    """An INT8 graph whose weights saturate this CPU's integer kernels: quantize it again."""
-
-
-def check_int8_graph(bundle: Bundle, name: str, graph: str | Path | None) -> None:
-    """Warn when ``graph`` is the component's INT8 graph, quantized with weights that saturate on this CPU
-    (:func:`runtime.cpu.int8_saturates`; bundles quantized before the 7-bit weights)."""
-    entry = bundle.component(name).int8
-    if graph is None or not entry or Path(graph).resolve() != (bundle.root / entry["graph"]).resolve():
-        return
-    cpu = cpus.this_cpu()
-    if cpus.int8_saturates(str(entry.get("weights", "")), cpu):
-        warnings.warn(f"{name}: {entry['graph']} holds INT8 weights as '{entry.get('weights')}'; on this CPU, "
-                      f"{cpu.describe()}, INT8 kernels add u8 x s8 products in int16, which saturates "
-                      "with such weights (e.g. 12.8 dB instead of 26 dB against FP32). Quantize again with "
-                      "`python -m calibration quantize BUNDLE --data DATA` (7-bit weights, exact on every CPU).",
-                      Int8SaturationWarning, stacklevel=4)
 
 
 class BaseSession:
