@@ -1,4 +1,4 @@
-# Set up and run the project on a fresh machine: `make demo`, `make test`.
+# Set up and run the project on a fresh machine: `make demo`, `make test`; `make docs` serves the documentation.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -6,7 +6,7 @@ PIP := $(BIN)/python -m pip install -q -c constraints/ci.txt
 # The Triton server's own environment: nvidia-pytriton (the tritonserver binary) pins numpy<2.
 TRITON_VENV := .venv-triton
 
-.PHONY: demo test bench clean
+.PHONY: demo test docs bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ $(VENV)/.dev: $(VENV)/.export
 	$(PIP) --no-deps open-clip-torch
 	touch $@
 
+# mkdocs, mkdocs-material, mkdocstrings: the documentation site (also in the dev extra)
+$(VENV)/.docs: pyproject.toml constraints/ci.txt | $(BIN)/python
+	$(PIP) -e '.[docs]'
+	touch $@
+
 # The server's Python-backend models run ONNX Runtime and the runtime's pipelines (on PYTHONPATH) in it.
 $(TRITON_VENV)/.server: constraints/triton-server.txt
 	$(PYTHON) -m venv $(TRITON_VENV)
@@ -32,9 +37,15 @@ demo: $(VENV)/.export
 	$(BIN)/python -m export all
 	$(BIN)/python samples/text_to_video.py
 
+# the docs must build without a warning (broken links, pages missing from the nav); then the suite.
 # the triton-marked tests start a tritonserver from $(TRITON_VENV)
 test: $(VENV)/.dev $(TRITON_VENV)/.server
+	$(BIN)/python -m mkdocs build --strict --site-dir build/site
 	$(BIN)/python -m pytest -q
+
+# the documentation site at http://127.0.0.1:8000, rebuilt on every change (benchmarks/results/*.json included)
+docs: $(VENV)/.docs
+	$(BIN)/python -m mkdocs serve
 
 clean:
 	rm -rf bundles outputs

@@ -59,7 +59,7 @@ def sensitive_nodes(model) -> dict[str, str]:
     convolutions (they add the encoder's activations, on another scale, to the decoder's) and its last
     decoder block (its error reaches the output unattenuated): on the released T2V-512 UNet that took
     ONNX Runtime's held-out SNR from 29.7/31.1 dB to 31.8/33.6 dB (OpenVINO's from 23.2/24.6 to
-    31.6/33.3 dB), at 1.57x over FP32 on ONNX Runtime and 2.47x on OpenVINO (README, "Released size").
+    31.6/33.3 dB), at 1.57x over FP32 on ONNX Runtime and 2.47x on OpenVINO (docs/benchmarks/released.md).
     """
     nodes = list(model.graph.node)
     chosen: dict[str, str] = {}

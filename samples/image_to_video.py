@@ -8,19 +8,25 @@ import argparse
 import runtime
 from runtime.videocrafter1.sampling import SAMPLERS
 
-parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-parser.add_argument("--bundle", default="bundles/videocrafter1-tiny-i2v")
-parser.add_argument("--image", default="samples/assets/beach.png", help="a png/jpg path (any size)")
-parser.add_argument("--prompt", default="a dog running on the beach, waves rolling in")
-parser.add_argument("--sampler", choices=list(SAMPLERS),
-                    help="default: the bundle's (ddim, official); or an ODE solver that needs fewer steps")
-parser.add_argument("--steps", type=int, help="sampler steps (default: the bundle's, 50 for the released variants)")
-parser.add_argument("--negative-prompt", help="the unconditional prompt of guidance (default: the official one)")
-parser.add_argument("--seed", type=int, default=123)
-parser.add_argument("--output", default="outputs/image_to_video.mp4")
-args = parser.parse_args()
 
-video = runtime.generate_video(args.prompt, image=args.image, bundle=args.bundle, sampler=args.sampler,
-                               steps=args.steps, negative_prompt=args.negative_prompt, seed=args.seed,
-                               output=args.output)
-print(f"wrote {args.output}: {video.shape[0]} frames of {video.shape[2]}x{video.shape[1]}")
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bundle", default="bundles/videocrafter1-tiny-i2v")
+    parser.add_argument("--image", default="samples/assets/beach.png", help="a png/jpg path (any size)")
+    parser.add_argument("--prompt", default="a dog running on the beach, waves rolling in")
+    parser.add_argument("--sampler", choices=list(SAMPLERS),
+                        help="default: the bundle's (ddim, official); or an ODE solver that needs fewer steps")
+    parser.add_argument("--steps", type=int, help="sampler steps (default: the bundle's, 50 for the released variants)")
+    parser.add_argument("--negative-prompt", help="the unconditional prompt of guidance (default: the official one)")
+    parser.add_argument("--seed", type=int, default=123)
+    parser.add_argument("--output", default="outputs/image_to_video.mp4")
+    args = parser.parse_args(argv)
+
+    video = runtime.generate_video(args.prompt, image=args.image, bundle=args.bundle, sampler=args.sampler,
+                                   steps=args.steps, negative_prompt=args.negative_prompt, seed=args.seed,
+                                   output=args.output)
+    print(f"wrote {args.output}: {video.shape[0]} frames of {video.shape[2]}x{video.shape[1]}")
+
+
+if __name__ == "__main__":
+    main()

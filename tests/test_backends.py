@@ -72,7 +72,7 @@ def test_a_cache_each_call_extends_is_read_from_the_manifest():
 
 
 def test_auto_runs_a_cache_step_on_onnx_runtime_and_a_named_backend_as_asked(step_bundle, tmp_path, monkeypatch):
-    """The rule (README "Backends"): a step that extends a cache runs on ONNX Runtime on a CPU, even where
+    """The rule (docs/backends.md): a step that extends a cache runs on ONNX Runtime on a CPU, even where
     OpenVINO is installed and even when a precision only OpenVINO takes is asked (it is dropped)."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     token, cache = np.ones((1, 4), np.float32), np.arange(8, dtype=np.float32).reshape(1, 2, 4)

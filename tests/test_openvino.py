@@ -188,7 +188,7 @@ def test_one_session_serves_several_threads(bundles, cache):
 
 
 def test_auto_on_a_cpu_puts_only_the_ait_decoder_step_on_onnx_runtime(bundles, cache):
-    """The rule of README "Backends" on every component of the tiny bundles: the AiT decoder step (the one
+    """The rule of docs/backends.md on every component of the tiny bundles: the AiT decoder step (the one
     component that extends a KV cache per call) on ONNX Runtime, every other component on OpenVINO FP32."""
     chosen = {}
     for family, bundle in bundles.items():

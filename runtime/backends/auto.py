@@ -1,4 +1,4 @@
-"""The rule ``backend="auto"`` follows: which backends it tries for a component, in order (README "Backends").
+"""The rule ``backend="auto"`` follows: which backends it tries for a component, in order (docs/backends.md).
 
 TensorRT comes first everywhere (it is usable only with an engine of the component for
 the local GPU). On a CPU the choice between OpenVINO FP32 and ONNX Runtime FP32 is one
@@ -8,7 +8,7 @@ loop, i.e. takes a cache that each call extends (AiT's ``decoder_step`` with its
 hundreds of times per image; OpenVINO's per-call cost (about 1.4-1.8 ms more than ONNX
 Runtime's at every past length measured) makes it 0.64-0.74x as fast there, so it runs on
 ONNX Runtime. Every other component runs on OpenVINO, 1.04-1.26x faster on six of the
-eight other released-size components measured (README "Backends" lists the figures and
+eight other released-size components measured (docs/backends.md lists the figures and
 the two misses, 0.87x and 0.95x, that no property of the graph tells apart).
 """
 from __future__ import annotations

@@ -123,7 +123,7 @@ class TritonSession(BaseSession):
             live = self._client.is_server_live(**self._call)
         except Exception as exc:  # tritonclient raises its own, socket and gevent errors alike when unreachable
             raise BundleError(f"{self.component.name}: no Triton server reachable at {self.url} "
-                              f"({type(exc).__name__}: {_reason(exc)}); start one (README: Serving at scale) "
+                              f"({type(exc).__name__}: {_reason(exc)}); start one (docs/serving.md) "
                               "or pass the right url") from exc
         try:
             ready = live and self._client.is_model_ready(self.model, **self._call)

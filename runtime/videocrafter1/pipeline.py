@@ -37,7 +37,7 @@ class VideoPipeline(OwnsSessions):
     weights instead of all of them; every ``generate`` opens them again. The UNet then also runs one
     latent per call (the two guidance branches one after the other: half the activations, the same
     result bit for bit on ONNX Runtime). Released T2V-512, 2 frames, ONNX Runtime: peak 5.7-5.8 GB instead
-    of 10.8 GB (README, "Released size").
+    of 10.8 GB (docs/benchmarks/released.md).
     """
 
     def __init__(self, bundle: str | Path | Bundle, *, backend: str = "auto", memory: str = "normal"):

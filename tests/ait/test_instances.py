@@ -32,7 +32,7 @@ def tiny(tmp_path_factory):
 
 
 def test_opened_with_defaults_the_decoder_step_runs_on_onnx_runtime_the_rest_on_openvino(tiny):
-    """``backend="auto"`` (the default) follows the rule of README "Backends" on a CPU with OpenVINO."""
+    """``backend="auto"`` (the default) follows the rule of docs/backends.md on a CPU with OpenVINO."""
     pytest.importorskip("openvino")
     pipeline = tiny[2]
     labels = {name: getattr(pipeline, name).label for name in ("image_encoder", "decoder_step", "mask_decoder")}

@@ -28,7 +28,7 @@ def tiny_bundle(tmp_path_factory):
 
 
 def test_opened_with_defaults_every_encoder_runs_on_openvino(tiny_bundle):
-    """``backend="auto"`` (the default) on a CPU with OpenVINO: no encoder extends a cache (README "Backends")."""
+    """``backend="auto"`` (the default) on a CPU with OpenVINO: no encoder extends a cache (docs/backends.md)."""
     pytest.importorskip("openvino")
     pipeline = tiny_bundle[0]
     assert {m: s.label for m, s in pipeline.sessions.items()} == {m: "OpenVINO" for m in pipeline.modalities}

@@ -34,7 +34,7 @@ def pipeline(tiny):
 
 
 def test_opened_with_defaults_every_component_runs_on_openvino(pipeline):
-    """``backend="auto"`` (the default) on a CPU with OpenVINO: no component extends a cache (README "Backends")."""
+    """``backend="auto"`` (the default) on a CPU with OpenVINO: no component extends a cache (docs/backends.md)."""
     pytest.importorskip("openvino")
     assert [getattr(pipeline, name).label for name in ("text_encoder", "unet", "vae_decoder")] == ["OpenVINO"] * 3
 
