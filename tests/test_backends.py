@@ -240,3 +240,35 @@ def test_onnx_runtime_int8_sums_are_exact_on_every_cpu(tmp_path):
     exact = levels.astype(np.float64) @ w.astype(np.float64) * float(sx) * float(sw)
     found = inference_session(path).run(None, {"x": x})[0]
     np.testing.assert_allclose(found, exact, rtol=1e-6, atol=1e-5)
+
+
+def test_auto_picks_per_cpu_class_from_measured_figures_and_says_why(bundle, step_bundle, monkeypatch, tmp_path):
+    """A released component measured faster on ONNX Runtime on this CPU's class runs there; the same component
+    of another variant (a tiny bundle) or on another class follows the structural rule; every choice says why."""
+    from runtime.backends.auto import GRAPH_ORDER, MARGIN, MEASURED, ORT_FIRST, STEP_ORDER, auto_choice
+    from runtime.cpu import parse_cpuinfo
+
+    zen3, zen4 = (parse_cpuinfo(f"model name\t: AMD EPYC\nflags\t\t: avx2 {extra}\n", "x86_64")
+                  for extra in ("", "avx512f avx512_vnni avx512_bf16"))
+    vision = replace(bundle.component("double"), name="vision_encoder")
+    ort_ms, ov_ms = MEASURED["AVX2"][("imagebind", "imagebind_huge", "vision_encoder")]
+    assert ov_ms >= MARGIN * ort_ms
+    measured = auto_choice(vision, "imagebind", "imagebind_huge", zen3)
+    assert measured.order == ORT_FIRST and f"ONNX Runtime {ort_ms:g} ms, OpenVINO {ov_ms:g} ms" in measured.why
+    assert "measured on AVX2" in measured.why
+    others = (auto_choice(vision, "imagebind", "tiny", zen3), auto_choice(vision, "imagebind", "imagebind_huge", zen4))
+    for choice in others:
+        assert choice.order == GRAPH_ORDER and "OpenVINO first" in choice.why
+    audio = replace(vision, name="audio_encoder")  # measured on AVX2 too, OpenVINO the faster: the rule holds
+    assert auto_choice(audio, "imagebind", "imagebind_huge", zen3).order == GRAPH_ORDER
+    step = auto_choice(step_bundle.component("step"), "test", "tiny", zen3)
+    assert step.order == STEP_ORDER and "extends a cache on every call (cache)" in step.why
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    with open_session(step_bundle, "step", backend="auto") as session:
+        assert session.auto_reason == step.why
+    with open_session(step_bundle, "step", backend="onnxruntime") as session:
+        assert session.auto_reason is None
+    with open_session(bundle, "double", backend="auto", providers=["CPUExecutionProvider"]) as session:
+        assert type(session) is OrtSession  # OpenVINO first by the rule, but it takes no providers
+        assert session.auto_reason.endswith("but openvino is not usable here (not installed, or an option asked "
+                                            "is not one of its)")

@@ -1,22 +1,49 @@
-"""The rule ``backend="auto"`` follows: which backends it tries for a component, in order (docs/backends.md).
+"""The rule ``backend="auto"`` follows: which backends it tries for a component, in order, and why
+(docs/backends.md).
 
 TensorRT comes first everywhere (it is usable only with an engine of the component for
-the local GPU). On a CPU the choice between OpenVINO FP32 and ONNX Runtime FP32 is one
-structural fact of the manifest: whether the component is one step of a token-by-token
+the local GPU). On a CPU the choice between OpenVINO FP32 and ONNX Runtime FP32 is first
+one structural fact of the manifest: whether the component is one step of a token-by-token
 loop, i.e. takes a cache that each call extends (AiT's ``decoder_step`` with its
 ``self_k``/``self_v``). Such a step does a few milliseconds of work per call and is called
 hundreds of times per image; OpenVINO's per-call cost (about 1.4-1.8 ms more than ONNX
 Runtime's at every past length measured) makes it 0.64-0.74x as fast there, so it runs on
-ONNX Runtime. Every other component runs on OpenVINO, 1.04-1.26x faster on six of the
-eight other released-size components measured (docs/backends.md lists the figures and
-the two misses, 0.87x and 0.95x, that no property of the graph tells apart).
+ONNX Runtime. Every other component runs on OpenVINO (1.04-1.26x faster on six of the
+eight other released-size components measured on AVX-512), except where a released
+component was measured on this CPU's class with the other backend at least
+:data:`MARGIN` faster (:data:`MEASURED`): on AVX2 OpenVINO's FP32 is 0.63x ONNX Runtime's on
+the ImageBind-huge vision encoder, for one. :func:`auto_choice` says which rule decided.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from runtime.bundle import Component
+from runtime.cpu import Cpu, this_cpu
 
 STEP_ORDER = ("tensorrt", "onnxruntime")  # a step that extends a cache
 GRAPH_ORDER = ("tensorrt", "openvino", "onnxruntime")  # every other component
+ORT_FIRST = ("tensorrt", "onnxruntime", "openvino")  # where ONNX Runtime measured faster on this CPU class
+MARGIN = 1.10  # a measured speed-up below this is within run-to-run noise on a shared 2-core machine
+
+# CPU class -> (family, variant, component) -> (ONNX Runtime ms, OpenVINO ms), FP32, released size, batch 1
+# unless the benchmark's shape says otherwise, on an idle 2-core machine (docs/benchmarks/released.md).
+MEASURED: dict[str, dict[tuple[str, str, str], tuple[float, float]]] = {
+    "AVX2": {  # AMD EPYC Zen 3
+        ("imagebind", "imagebind_huge", "vision_encoder"): (3428.1, 5469.2),
+        ("imagebind", "imagebind_huge", "text_encoder"): (527.5, 603.2),
+        ("imagebind", "imagebind_huge", "audio_encoder"): (2234.0, 1118.4),
+        ("imagebind", "imagebind_huge", "depth_encoder"): (191.6, 161.8),
+    },
+}
+
+
+@dataclass(frozen=True)
+class AutoChoice:
+    """The backends ``auto`` tries for a component, first usable wins, and the reason in one sentence."""
+
+    order: tuple[str, ...]
+    why: str
 
 
 def _extends(before: tuple[int | str, ...], after: tuple[int | str, ...], axis: int) -> bool:
@@ -40,6 +67,20 @@ def growing_caches(component: Component) -> tuple[str, ...]:
     return tuple(found)
 
 
-def auto_order(component: Component) -> tuple[str, ...]:
-    """The backends ``auto`` tries for this component, first usable wins: see the module docstring."""
-    return STEP_ORDER if growing_caches(component) else GRAPH_ORDER
+def auto_choice(component: Component, family: str = "", variant: str = "", cpu: Cpu | None = None) -> AutoChoice:
+    """The order ``auto`` tries backends in for ``component`` (of a ``family`` / ``variant`` bundle) on ``cpu``
+    (default: this one), and why: see the module docstring."""
+    cpu = cpu or this_cpu()
+    caches = growing_caches(component)
+    if caches:
+        return AutoChoice(STEP_ORDER, f"{component.name} extends a cache on every call ({', '.join(caches)}): "
+                                      "ONNX Runtime, whose per-call cost is 1.4-1.8 ms below OpenVINO's")
+    measured = MEASURED.get(cpu.isa, {}).get((family, variant, component.name))
+    if measured and measured[1] >= MARGIN * measured[0]:
+        ort_ms, ov_ms = measured
+        return AutoChoice(ORT_FIRST, f"{family} {variant} {component.name} measured on {cpu.isa}: ONNX Runtime "
+                                     f"{ort_ms:g} ms, OpenVINO {ov_ms:g} ms (FP32)")
+    basis = (f"measured on {cpu.isa}: OpenVINO {measured[1]:g} ms, ONNX Runtime {measured[0]:g} ms (FP32)"
+             if measured else "on AVX-512 OpenVINO FP32 was 1.04-1.26x ONNX Runtime on six of eight released graphs")
+    return AutoChoice(GRAPH_ORDER, f"{component.name} is a whole graph per call: OpenVINO first ({basis})")
+

@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Iterator, Mapping, Protocol
 
 import numpy as np
 
-from runtime.backends.auto import auto_order
+from runtime.backends.auto import auto_choice
 from runtime.bundle import Bundle, BundleError, Component
 from runtime.heap import trim
 
@@ -69,6 +69,7 @@ class BaseSession:
 
     options: ClassVar[frozenset[str]] = frozenset()  # the keyword options this backend's constructor takes
     label: ClassVar[str] = "backend"  # how errors name the backend
+    auto_reason: str | None = None  # why ``backend="auto"`` chose this backend (None when asked by name)
     _closed = False
 
     def __init__(self, component: Component):
@@ -151,11 +152,21 @@ def _memory_option(cls: type[BaseSession], memory: str) -> dict[str, str]:
     return {"memory": memory} if "memory" in cls.options else {}
 
 
+def _auto(bundle: Bundle, name: str, options: Mapping[str, object]) -> tuple[str, str]:
+    """(backend, reason) ``auto`` takes for one component here: the first of
+    :func:`runtime.backends.auto.auto_choice`'s order that is usable with these options."""
+    choice = auto_choice(bundle.component(name), bundle.manifest.family, bundle.manifest.variant)
+    backend = next(candidate for candidate in choice.order if backend_class(candidate).usable(bundle, name, options))
+    if backend == "tensorrt":
+        return backend, f"{name}: the bundle has an engine for this GPU and TensorRT version"
+    first = next(b for b in choice.order if b != "tensorrt")
+    return backend, choice.why if backend == first else (f"{choice.why}; but {first} is not usable here (not "
+                                                         "installed, or an option asked is not one of its)")
+
+
 def auto_backend(bundle: Bundle, name: str, options: Mapping[str, object]) -> str:
-    """The backend ``auto`` picks for one component here: the first of
-    :func:`runtime.backends.auto.auto_order` that is usable with these options."""
-    order = auto_order(bundle.component(name))
-    return next(candidate for candidate in order if backend_class(candidate).usable(bundle, name, options))
+    """The backend ``auto`` picks for one component here (:func:`runtime.backends.auto.auto_choice`)."""
+    return _auto(bundle, name, options)[0]
 
 
 def open_session(bundle: Bundle, name: str, *, backend: str | Backend = "onnxruntime", memory: str = "normal",
@@ -166,9 +177,11 @@ def open_session(bundle: Bundle, name: str, *, backend: str | Backend = "onnxrun
     engine of this component for the local GPU and TensorRT version. Otherwise, on the CPU: ONNX
     Runtime for a step that extends a cache (AiT's decoder step), and for every other component
     OpenVINO (FP32 unless ``precision`` says otherwise) when ``openvino`` is installed and no ONNX
-    Runtime ``providers`` are asked for, else ONNX Runtime. Options meant for another backend
-    (``precision`` for TensorRT/OpenVINO, ``providers`` for ONNX Runtime) are dropped; the opened
-    session's ``label`` names the backend chosen. A named backend is opened as asked.
+    Runtime ``providers`` are asked for, else ONNX Runtime; except where this released component was
+    measured faster on ONNX Runtime on this CPU's class (:data:`runtime.backends.auto.MEASURED`).
+    Options meant for another backend (``precision`` for TensorRT/OpenVINO, ``providers`` for ONNX
+    Runtime) are dropped; the opened session's ``label`` names the backend chosen and its
+    ``auto_reason`` says why. A named backend is opened as asked.
     ``memory="low"`` asks for the backend's low-memory settings where it has any (a backend that
     takes a ``memory`` option).
     """
@@ -176,9 +189,12 @@ def open_session(bundle: Bundle, name: str, *, backend: str | Backend = "onnxrun
     if isinstance(backend, Backend):
         backend, options = backend.name, {**backend.options, **options}
     if backend == "auto":
-        cls = backend_class(auto_backend(bundle, name, options))
-        return cls(bundle, name, **{k: v for k, v in options.items() if k in cls.options},
-                   **_memory_option(cls, memory))
+        chosen, why = _auto(bundle, name, options)
+        cls = backend_class(chosen)
+        session = cls(bundle, name, **{k: v for k, v in options.items() if k in cls.options},
+                      **_memory_option(cls, memory))
+        session.auto_reason = why
+        return session
     cls = backend_class(backend)
     return cls(bundle, name, **options, **_memory_option(cls, memory))
 

@@ -74,9 +74,9 @@ def _check_int8_graph(bundle: Bundle, name: str, graph: str | Path | None) -> No
 
 
 def cache_folder(root: Path, version: str, hint: str, threads: int) -> Path:
-    """The folder of compiled models for one setting: ``root/<OpenVINO version>/<device>-<CPU class>/<precision>-t<threads>``.
-
-    Nothing compiled under one setting is ever read under another, whatever OpenVINO's own keys."""
+    """The folder of compiled models for one setting:
+    ``root/<OpenVINO version>/<device>-<CPU class>/<precision>-t<threads>``. Nothing compiled under one
+    setting is ever read under another, whatever OpenVINO's own keys."""
     def safe(text: str) -> str:
         return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-")
     return root / safe(version) / f"{DEVICE}-{safe(cpus.this_cpu().isa)}" / f"{hint}-t{int(threads)}"
