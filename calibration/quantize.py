@@ -55,7 +55,9 @@ def sensitive_nodes(model) -> dict[str, str]:
     """Nodes kept in higher precision by default, each with its reason.
 
     Every graph: the first and last convolution, attention softmax and the product it feeds,
-    normalisation. A diffusion UNet (nodes under ``output_blocks.N``) also keeps its skip-connection
+    normalisation, and a weighted op whose input is a constant (Swin V2's relative-position MLP on its
+    coordinates table: computed the same every call, and ONNX Runtime's s8 -> u8 rewrite for its exact
+    kernels on x86 without VNNI refused the graph with it quantized: "Attempt to replace the existing tensor"). A diffusion UNet (nodes under ``output_blocks.N``) also keeps its skip-connection
     convolutions (they add the encoder's activations, on another scale, to the decoder's) and its last
     decoder block (its error reaches the output unattenuated): on the released T2V-512 UNet that took
     ONNX Runtime's held-out SNR from 29.7/31.1 dB to 31.8/33.6 dB (OpenVINO's from 23.2/24.6 to
@@ -70,6 +72,13 @@ def sensitive_nodes(model) -> dict[str, str]:
         elif decoder_blocks and _scope_index(node.name, "output_blocks") == max(decoder_blocks) \
                 and node.op_type in QUANTIZED_OPS:
             chosen[node.name] = "last decoder block"
+    varying = {i.name for i in model.graph.input}  # tensors that change from call to call
+    for node in nodes:
+        if varying.intersection(node.input):
+            varying.update(node.output)
+    for node in nodes:
+        if node.op_type in QUANTIZED_OPS and node.input and node.input[0] not in varying:
+            chosen[node.name] = "constant input"
     convs = [n.name for n in nodes if n.op_type == "Conv"]
     if convs:
         chosen[convs[0]] = "first convolution"
