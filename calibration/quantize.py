@@ -57,7 +57,8 @@ def sensitive_nodes(model) -> dict[str, str]:
     Every graph: the first and last convolution, attention softmax and the product it feeds,
     normalisation, and a weighted op whose input is a constant (Swin V2's relative-position MLP on its
     coordinates table: computed the same every call, and ONNX Runtime's s8 -> u8 rewrite for its exact
-    kernels on x86 without VNNI refused the graph with it quantized: "Attempt to replace the existing tensor"). A diffusion UNet (nodes under ``output_blocks.N``) also keeps its skip-connection
+    kernels on x86 without VNNI refused the graph with it quantized: "Attempt to replace the existing tensor").
+    A diffusion UNet (nodes under ``output_blocks.N``) also keeps its skip-connection
     convolutions (they add the encoder's activations, on another scale, to the decoder's) and its last
     decoder block (its error reaches the output unattenuated): on the released T2V-512 UNet that took
     ONNX Runtime's held-out SNR from 29.7/31.1 dB to 31.8/33.6 dB (OpenVINO's from 23.2/24.6 to

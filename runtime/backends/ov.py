@@ -84,7 +84,8 @@ def cache_folder(root: Path, version: str, hint: str, threads: int) -> Path:
 
 def _blob_stamps(folder: Path) -> dict[Path, tuple[int, int]]:
     """(modification time, size) of each compiled blob in ``folder``."""
-    return {blob: (blob.stat().st_mtime_ns, blob.stat().st_size) for blob in folder.glob("*.blob")}
+    stats = {blob: blob.stat() for blob in folder.glob("*.blob")}
+    return {blob: (stat.st_mtime_ns, stat.st_size) for blob, stat in stats.items()}
 
 
 def partial_shapes(component: Component) -> dict[str, list[tuple[int, int] | int]]:
