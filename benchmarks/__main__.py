@@ -141,7 +141,7 @@ def run(bundle_dir: Path, *, preset: str, outputs: Path, families: tuple[str, ..
         "released_cache": str(cache_dir()) if preset == "released" else None,
         "device": environment(), "onnxruntime_settings": ort_settings(), "plots": plots,
         "families": {family: {"rows": [_row_json(r) for r in report.rows], "figures": report.figures,
-                              "notes": report.notes} for family, report in reports.items()},
+                              "plots": report.plots, "notes": report.notes} for family, report in reports.items()},
     }
 
 
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write every figure (and device, versions) to this file")
     parser.add_argument("--bundle-dir", type=Path, default=Path("bundles"),
                         help="folder of bundles (default: bundles; tiny presets are exported when empty)")
-    parser.add_argument("--outputs", type=Path, default=Path("outputs"), help="folder for the PNG plots")
+    parser.add_argument("--outputs", type=Path, default=Path("outputs"), help="folder for the SVG plots")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     result = run(args.bundle_dir, preset=args.preset, outputs=args.outputs, families=tuple(args.family))

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.ait.constants import DepthConstants, task_of
 from runtime.ait.depth import DepthPipeline, window_starts
 from benchmarks.measure import FamilyReport, Row, graph_flops, measure, time_graphs
 from runtime.bundle import Bundle
@@ -22,7 +23,6 @@ from runtime.backends import open_session
 
 FAMILY = "ait"
 _COMPONENTS = ("image_encoder", "decoder_step", "vqvae_soft_decoder")
-_SESSIONS = ("image_encoder", "decoder_step", "soft_decoder", "index_decoder")
 
 
 def _shape_text(feeds: dict[str, np.ndarray], names=None) -> str:
@@ -36,7 +36,7 @@ def _gflop(bundle: Bundle, name: str, feeds: dict[str, np.ndarray]) -> float:
 def _component_rows(bundle: Bundle, plan, repeats: int) -> list[Row]:
     """One row per component at the export's example shapes (batch 2; decoder step at past length 3)."""
     rows = []
-    for spec, feeds in plan:
+    for spec, feeds, _ in plan:
         if spec.name not in _COMPONENTS:
             continue
         session = open_session(bundle, spec.name)
@@ -60,7 +60,7 @@ def _cache_scaling(bundle: Bundle, modules, step_feeds: dict[str, np.ndarray], r
     transformer = modules["transformer"]
     repeats = max(repeats, 7)  # sub-millisecond calls: more runs for a steadier median, still cheap
     session = open_session(bundle, "decoder_step")
-    steps = bundle.pipeline["token_length"]
+    steps = DepthConstants.of(bundle).token_length
     cross_k, cross_v = step_feeds["cross_k"], step_feeds["cross_v"]
     layers, batch, heads, _, head_dim = step_feeds["self_k"].shape
     d_model = step_feeds["token_embedding"].shape[-1]
@@ -107,7 +107,7 @@ def _cache_scaling(bundle: Bundle, modules, step_feeds: dict[str, np.ndarray], r
               "totals_ms": totals, "decoder_step_gflop": gflop,
               "uncached_over_cached_torch": totals["torch_uncached_prefix_ms"] / totals["torch_cached_ms"],
               "uncached_torch_over_cached_ort": totals["torch_uncached_prefix_ms"] / totals["ort_cached_ms"]}
-    plot = {"file": f"bench_{FAMILY}_{variant}_decoder_steps.png",
+    plot = {"file": f"bench_{FAMILY}_{variant}_decoder_steps.svg",
             "title": f"{FAMILY} {variant}: decoder latency per step (B{batch})", "x_label": "step",
             "y_label": "ms", "series": {
                 "ort cached": list(zip(per_step["step"], per_step["ort_cached_ms"])),
@@ -143,22 +143,22 @@ def _end_to_end(bundle: Bundle, modules, repeats: int) -> tuple[Row, dict]:
     c = pipeline.constants
     image = _test_image()
     torch_pipeline = DepthPipeline(bundle, backend="onnxruntime")
-    torch_pipeline.solve = _torch_solve(modules, c["token_length"])  # same numpy pre/post, torch graphs
+    torch_pipeline.solve = _torch_solve(modules, c.token_length)  # same numpy pre/post, torch graphs
     runtime_time = measure(lambda: pipeline.estimate(image, progress=False), repeats)
     torch_time = measure(lambda: torch_pipeline.estimate(image, progress=False), repeats)
 
-    h, w = c["test_size"]
-    windows = len(window_starts(w, h, c["shift_size"])) * (2 if c["flip_test"] else 1)
-    size, steps = c["image_size"], c["token_length"]
-    dec = c["decoder"]
-    k_depth = c["vocabulary"]["depth_slice"][1] - c["vocabulary"]["depth_slice"][0]
+    h, w = c.test_size
+    windows = len(window_starts(w, h, c.shift_size)) * (2 if c.flip_test else 1)
+    size, steps = c.image_size, c.token_length
+    dec = c.decoder
+    k_depth = c.vocabulary.depth_slice[1] - c.vocabulary.depth_slice[0]
     image_feeds = {"image": np.empty((windows, 3, size, size), np.float32)}
-    cross = np.empty((dec["layers"], windows, dec["heads"], c["feature_side"] ** 2, dec["head_dim"]), np.float32)
+    cross = np.empty((dec.layers, windows, dec.heads, c.feature_side ** 2, dec.head_dim), np.float32)
     step_gflop = []
     for s in (0, steps - 1):
-        cache = np.empty((dec["layers"], windows, dec["heads"], s, dec["head_dim"]), np.float32)
+        cache = np.empty((dec.layers, windows, dec.heads, s, dec.head_dim), np.float32)
         step_gflop.append(_gflop(bundle, "decoder_step", {
-            "token_embedding": np.empty((windows, 1, dec["d_model"]), np.float32),
+            "token_embedding": np.empty((windows, 1, dec.d_model), np.float32),
             "step_index": np.empty((1,), np.int64), "self_k": cache, "self_v": cache, "cross_k": cross,
             "cross_v": cross}))
     total_gflop = (_gflop(bundle, "image_encoder", image_feeds) + steps * (step_gflop[0] + step_gflop[1]) / 2
@@ -169,7 +169,7 @@ def _end_to_end(bundle: Bundle, modules, repeats: int) -> tuple[Row, dict]:
               torch_time.median_s * 1e3, total_gflop, runtime_time.peak_mb, torch_time.peak_mb)
 
     breakdown = {"bundle": bundle.manifest.variant,
-                 **time_graphs(pipeline, _SESSIONS, lambda: pipeline.estimate(image, progress=False))}
+                 **time_graphs(pipeline, lambda: pipeline.estimate(image, progress=False))}
     return row, breakdown
 
 
@@ -177,7 +177,8 @@ def bench(bundles: list[Path], *, quick: bool, repeats: int) -> FamilyReport:
     """Benchmark every AiT bundle given (tiny presets only with ``quick``)."""
     import torch
 
-    from export.ait.bundle import build_modules, graph_plan
+    from export.ait.bundle import build_modules
+    from export.ait.graphs import component_specs
     from export.ait.presets import variant
 
     report = FamilyReport()
@@ -188,17 +189,19 @@ def bench(bundles: list[Path], *, quick: bool, repeats: int) -> FamilyReport:
     caches, breakdowns = [], []
     for path in bundles:
         bundle = Bundle(path)
-        if bundle.pipeline.get("task") != "depth":
+        if task_of(bundle) != "depth":
             report.notes.append(f"skipped {path} ({bundle.manifest.variant}): only AiT depth bundles are benchmarked")
             continue
         if quick and not bundle.manifest.variant.startswith("tiny"):
             report.notes.append(f"skipped {path} ({bundle.manifest.variant}): --quick runs the tiny presets only")
             continue
-        modules = build_modules(variant(bundle.manifest.variant), None, trust=False, seed=0)
-        plan = graph_plan(variant(bundle.manifest.variant), modules)
+        config = variant(bundle.manifest.variant)
+        modules = build_modules(config, None, trust=False, seed=0)
+        (solver,) = component_specs(config)
+        plan = solver.plan(modules)
         with torch.inference_mode():
             report.rows += _component_rows(bundle, plan, repeats)
-        step_feeds = next(feeds for spec, feeds in plan if spec.name == "decoder_step")
+        step_feeds = next(feeds for spec, feeds, _ in plan if spec.name == "decoder_step")
         rows, figure, plot = _cache_scaling(bundle, modules, step_feeds, repeats)
         report.rows += rows
         report.plots.append(plot)
@@ -227,13 +230,15 @@ def bench_released(*, repeats: int, log=print, config=None) -> FamilyReport:
     import torch
 
     from benchmarks.released import Item, cached_bundle, item_rows
-    from export.ait.bundle import build_modules, export_bundle, graph_plan
+    from export.ait.bundle import build_modules, export_bundle
+    from export.ait.graphs import component_specs
     from export.ait.presets import swinv2b_480reso_depthonly
 
     config = config or swinv2b_480reso_depthonly()
     bundle = cached_bundle(f"{FAMILY}-{config.name}", lambda out: export_bundle(config, out, log=log), log)
     modules = build_modules(config, None, trust=False, seed=0)
-    plan = {spec.name: (spec, feeds) for spec, feeds in graph_plan(config, modules)}
+    (solver,) = component_specs(config)
+    plan = {spec.name: (spec, feeds) for spec, feeds, _ in solver.plan(modules)}
     report = FamilyReport()
     report.notes.append(f"ait released: {config.name} with seeded random weights (seed 0, as exported); "
                         "export's example inputs at batch 1, decoder caches random")

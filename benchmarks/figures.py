@@ -1,65 +1,66 @@
-"""Line plots for the benchmark report, drawn with OpenCV (no matplotlib on the devices we target)."""
+"""Line plots of the benchmark suites as SVG text: written beside the JSON by ``python -m benchmarks`` and drawn
+on the generated docs page from the JSON's plot data (``docs/hooks/benchmark_pages.py``). Plain text, no
+plotting library: the same function serves both."""
 from __future__ import annotations
 
+from html import escape
 from pathlib import Path
 from typing import Mapping, Sequence
 
-import numpy as np
+WIDTH, HEIGHT = 640, 400
+_LEFT, _RIGHT, _TOP, _BOTTOM = 70, 180, 40, 55  # margins around the plot area
+_COLOURS = ("#d4501a", "#1f4fc8", "#2f9e3a", "#9a2f96", "#1c8cc8", "#5a5a5a")
+_Y_TICKS = 5
 
-_SIZE = (640, 420)  # width, height
-_MARGIN = {"left": 80, "right": 170, "top": 40, "bottom": 60}
-_COLOURS = [(200, 80, 20), (30, 30, 200), (40, 150, 40), (150, 40, 150), (20, 140, 200), (90, 90, 90)]
-_FONT = 0  # cv2.FONT_HERSHEY_SIMPLEX
-
-
-def _ticks(low: float, high: float, count: int = 5) -> list[float]:
-    return list(np.linspace(low, high, count))
+Series = Mapping[str, Sequence[Sequence[float]]]
 
 
-def line_plot(path: str | Path, title: str, x_label: str, y_label: str,
-              series: Mapping[str, Sequence[tuple[float, float]]]) -> Path:
-    """Write a PNG with one line (and point markers) per series of (x, y) points; returns the path."""
-    import cv2
+def _text(x: float, y: float, text: str, anchor: str = "start", size: int = 12) -> str:
+    return f'<text x="{x:.1f}" y="{y:.1f}" font-size="{size}" text-anchor="{anchor}">{escape(text)}</text>'
 
-    width, height = _SIZE
-    image = np.full((height, width, 3), 255, dtype=np.uint8)
-    points = [p for values in series.values() for p in values]
+
+def svg_line_plot(title: str, x_label: str, y_label: str, series: Series) -> str:
+    """An SVG document: one line with point markers per series of (x, y) points, y from 0, a legend."""
+    points = [(float(x), float(y)) for values in series.values() for x, y in values]
     if not points:
-        raise ValueError(f"line_plot {title!r}: expected at least one point, found none")
-    xs, ys = [p[0] for p in points], [p[1] for p in points]
-    x_low, x_high = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
-    y_low, y_high = 0.0, max(ys) * 1.1 if max(ys) > 0 else 1.0
-    left, right = _MARGIN["left"], width - _MARGIN["right"]
-    top, bottom = _MARGIN["top"], height - _MARGIN["bottom"]
+        raise ValueError(f"line plot {title!r}: expected at least one point, found none")
+    xs, ys = [x for x, _ in points], [y for _, y in points]
+    x_low, x_high = min(xs), (max(xs) if max(xs) > min(xs) else min(xs) + 1)
+    y_high = max(ys) * 1.1 if max(ys) > 0 else 1.0
+    left, right, top, bottom = _LEFT, WIDTH - _RIGHT, _TOP, HEIGHT - _BOTTOM
 
-    def to_pixel(x: float, y: float) -> tuple[int, int]:
-        return (int(left + (x - x_low) / (x_high - x_low) * (right - left)),
-                int(bottom - (y - y_low) / (y_high - y_low) * (bottom - top)))
+    def at(x: float, y: float) -> tuple[float, float]:
+        return (left + (x - x_low) / (x_high - x_low) * (right - left), bottom - y / y_high * (bottom - top))
 
-    cv2.rectangle(image, (left, top), (right, bottom), (0, 0, 0), 1)
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
+             f'viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif">',
+             f'<rect width="{WIDTH}" height="{HEIGHT}" fill="white"/>', _text(left, 24, title, size=14)]
+    for step in range(_Y_TICKS + 1):
+        value = y_high * step / _Y_TICKS
+        _, py = at(x_low, value)
+        parts += [f'<line x1="{left}" y1="{py:.1f}" x2="{right}" y2="{py:.1f}" stroke="#e4e4e4"/>',
+                  _text(left - 6, py + 4, f"{value:.3g}", "end", 11)]
     for x in sorted(set(xs)):
-        px, _ = to_pixel(x, y_low)
-        cv2.line(image, (px, bottom), (px, bottom + 5), (0, 0, 0), 1)
-        cv2.putText(image, f"{x:g}", (px - 10, bottom + 20), _FONT, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-    for y in _ticks(y_low, y_high):
-        _, py = to_pixel(x_low, y)
-        cv2.line(image, (left - 5, py), (right, py), (225, 225, 225), 1)
-        cv2.putText(image, f"{y:.3g}", (5, py + 4), _FONT, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.putText(image, title, (left, 25), _FONT, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.putText(image, x_label, ((left + right) // 2 - 30, height - 15), _FONT, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.putText(image, y_label, (5, top - 8), _FONT, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+        px, _ = at(x, 0.0)
+        parts += [f'<line x1="{px:.1f}" y1="{bottom}" x2="{px:.1f}" y2="{bottom + 5}" stroke="black"/>',
+                  _text(px, bottom + 18, f"{x:g}", "middle", 11)]
+    parts += [f'<rect x="{left}" y="{top}" width="{right - left}" height="{bottom - top}" fill="none" stroke="black"/>',
+              _text((left + right) / 2, HEIGHT - 15, x_label, "middle"), _text(8, top - 8, y_label, size=11)]
     for index, (name, values) in enumerate(series.items()):
         colour = _COLOURS[index % len(_COLOURS)]
-        pixels = [to_pixel(x, y) for x, y in sorted(values)]
-        for a, b in zip(pixels, pixels[1:]):
-            cv2.line(image, a, b, colour, 2, cv2.LINE_AA)
-        for p in pixels:
-            cv2.circle(image, p, 4, colour, -1, cv2.LINE_AA)
-        legend_y = top + 15 + 22 * index
-        cv2.line(image, (right + 10, legend_y), (right + 35, legend_y), colour, 2, cv2.LINE_AA)
-        cv2.putText(image, name[:18], (right + 40, legend_y + 4), _FONT, 0.42, (0, 0, 0), 1, cv2.LINE_AA)
+        pixels = [at(float(x), float(y)) for x, y in sorted(values)]
+        path = " ".join(f"{px:.1f},{py:.1f}" for px, py in pixels)
+        parts.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"/>')
+        parts += [f'<circle cx="{px:.1f}" cy="{py:.1f}" r="3.5" fill="{colour}"/>' for px, py in pixels]
+        legend = top + 12 + 20 * index
+        parts += [f'<line x1="{right + 10}" y1="{legend}" x2="{right + 34}" y2="{legend}" stroke="{colour}" '
+                  'stroke-width="2"/>', _text(right + 40, legend + 4, name[:22], size=11)]
+    return "\n".join(parts + ["</svg>"]) + "\n"
+
+
+def line_plot(path: str | Path, title: str, x_label: str, y_label: str, series: Series) -> Path:
+    """Write :func:`svg_line_plot` to ``path`` (an ``.svg`` file); returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), image):
-        raise OSError(f"could not write the plot {path}")
+    path.write_text(svg_line_plot(title, x_label, y_label, series), encoding="utf-8")
     return path

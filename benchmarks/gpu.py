@@ -25,35 +25,40 @@ WARMUP, REPEATS = 2, 5
 
 
 def _videocrafter1() -> Iterator[tuple[str, object, dict]]:
-    from export.videocrafter1.bundle import build_modules, graph_plan
+    from export.videocrafter1.bundle import build_modules
+    from export.videocrafter1.graphs import component_specs
     from export.videocrafter1.presets import released_variants
 
     for name, config in released_variants().items():
-        plan = graph_plan(config, build_modules(config, None, trust=False, seed=0))
-        for spec, feeds, _ in plan:
-            yield f"videocrafter1 {name}", spec, feeds
-        del plan
+        modules = build_modules(config, None, trust=False, seed=0)
+        for component in component_specs(config):
+            for spec, feeds, _ in component.plan(modules[component.name]):
+                yield f"videocrafter1 {name}", spec, feeds
+        del modules
         gc.collect()
 
 
 def _ait() -> Iterator[tuple[str, object, dict]]:
-    from export.ait.bundle import build_modules, graph_plan
+    from export.ait.bundle import build_modules
+    from export.ait.graphs import component_specs
     from export.ait.presets import released_variants
 
     for name, config in released_variants().items():
-        for spec, feeds in graph_plan(config, build_modules(config, None, trust=False, seed=0)):
+        (solver,) = component_specs(config)
+        for spec, feeds, _ in solver.plan(build_modules(config, None, trust=False, seed=0)):
             yield f"ait {name}", spec, feeds
 
 
 def _imagebind() -> Iterator[tuple[str, object, dict]]:
-    from export.imagebind.bundle import BATCH_RANGES, build_encoders
-    from export.imagebind.components import encoder_spec, example_input
+    from export.imagebind.bundle import build_encoders
+    from export.imagebind.graphs import EncoderSpec
     from export.imagebind.presets import imagebind_huge
 
     preset = imagebind_huge()
     for modality, encoder in build_encoders(preset, seed=0).items():
-        feeds = {modality: example_input(modality, preset.config, batch=BATCH_RANGES[modality]["opt"])}
-        yield f"imagebind {preset.name}", encoder_spec(encoder), feeds
+        component = EncoderSpec(modality, preset.config)
+        spec, feeds, _ = component.plan(encoder, component.shape_ranges()["batch"]["opt"])[0]  # at the opt batch
+        yield f"imagebind {preset.name}", spec, feeds
 
 
 SUITES = {"videocrafter1": _videocrafter1, "ait": _ait, "imagebind": _imagebind}

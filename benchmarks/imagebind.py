@@ -13,6 +13,7 @@ from pathlib import Path
 from benchmarks.measure import FamilyReport, Row, graph_flops, measure
 from runtime.bundle import Bundle
 from runtime.backends import open_session
+from runtime.imagebind.constants import ImageBindConstants
 
 FAMILY = "imagebind"
 BATCHES = {"quick": (1, 4), "full": (1, 2, 4, 8)}
@@ -31,17 +32,17 @@ def _preset(bundle: Bundle):
 def _modality_rows(bundle: Bundle, preset, modality: str, batches, repeats: int) -> list[Row]:
     """The modality's encoder graph vs its torch module at each batch size the graph's profile allows."""
     from export.imagebind.bundle import build_encoders
-    from export.imagebind.components import encoder_spec, example_input
+    from export.imagebind.graphs import encoder_graph, example_input
 
-    spec_m = bundle.pipeline["modalities"][modality]
-    component = spec_m["component"]
-    spec = encoder_spec(build_encoders(preset, [modality], seed=0)[modality])
+    spec_m = ImageBindConstants.of(bundle).modalities[modality]
+    component = spec_m.component
+    spec = encoder_graph(modality).spec(build_encoders(preset, [modality], seed=0)[modality])
     session = open_session(bundle, component)
-    profile = bundle.component(component).profile.get(spec_m["input"])
+    profile = bundle.component(component).profile.get(spec_m.input)
     largest = profile["max"][0] if profile else max(batches)
     rows = []
     for batch in (b for b in batches if b <= largest):
-        feeds = {spec_m["input"]: example_input(modality, preset.config, batch=batch)}
+        feeds = {spec_m.input: example_input(modality, preset.config, batch=batch)}
         gflop = graph_flops(bundle.component_path(component), {k: v.shape for k, v in feeds.items()}).flops / 1e9
         timing = measure(lambda: session.run(feeds), repeats)
         torch_time = measure(lambda: spec.run_torch(feeds), repeats)
@@ -70,7 +71,7 @@ def bench(bundles: list[Path], *, quick: bool, repeats: int) -> FamilyReport:
             report.notes.append(f"skipped {path} ({variant}): --quick runs the tiny preset only")
             continue
         preset = _preset(bundle)
-        for modality in bundle.pipeline["modalities"]:
+        for modality in ImageBindConstants.of(bundle).modalities:
             with torch.inference_mode():
                 rows = _modality_rows(bundle, preset, modality, batches, repeats)
             report.rows += rows
@@ -79,7 +80,7 @@ def bench(bundles: list[Path], *, quick: bool, repeats: int) -> FamilyReport:
                 "torch_ms": [r.torch_ms for r in rows],
                 "runtime_ms_per_item": [r.runtime_ms / r.x for r in rows]}
             report.plots.append({
-                "file": f"bench_{FAMILY}_{variant}_{modality}_batch.png",
+                "file": f"bench_{FAMILY}_{variant}_{modality}_batch.svg",
                 "title": f"{FAMILY} {variant}: {modality} encoder vs batch", "x_label": "batch", "y_label": "ms",
                 "series": {"ort": [(r.x, r.runtime_ms) for r in rows], "torch": [(r.x, r.torch_ms) for r in rows]}})
     report.figures["latency_vs_batch"] = per_ms
@@ -98,7 +99,7 @@ def bench_released(*, repeats: int, log=print, preset=None) -> FamilyReport:
 
     from benchmarks.released import Item, cached_bundle, calibrated, heldout_feeds, item_rows
     from export.imagebind.bundle import build_encoders, export_bundle
-    from export.imagebind.components import encoder_spec
+    from export.imagebind.graphs import encoder_graph
     from export.imagebind.presets import imagebind_huge
 
     preset = preset or imagebind_huge()
@@ -109,8 +110,8 @@ def bench_released(*, repeats: int, log=print, preset=None) -> FamilyReport:
     report.notes.append(f"imagebind released: {preset.name} with seeded random weights (seed 0, as exported); inputs "
                         "are the first held-out calibration record of each encoder (samples/assets)")
     for modality in RELEASED_MODALITIES:
-        component = bundle.pipeline["modalities"][modality]["component"]
-        spec = encoder_spec(build_encoders(preset, [modality], seed=0)[modality])
+        component = ImageBindConstants.of(bundle).modalities[modality].component
+        spec = encoder_graph(modality).spec(build_encoders(preset, [modality], seed=0)[modality])
         item = Item(component, f"{modality} encoder", heldout_feeds(bundle, component), spec.run_torch)
         with torch.inference_mode():
             report.rows += item_rows(FAMILY, bundle, item, repeats, log)

@@ -16,6 +16,8 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from runtime.pipeline import Pipeline
+
 _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 _COUNTED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
@@ -97,8 +99,8 @@ class TimedSession:
                 self.switching[name] = self.switching.get(name, 0.0) + switch
 
 
-def time_graphs(pipeline, names: tuple[str, ...], call: Callable[[], Any]) -> dict[str, Any]:
-    """Run ``call()`` once with the pipeline's sessions ``names`` (those it has) timed; where the time went.
+def time_graphs(pipeline: Pipeline, call: Callable[[], Any]) -> dict[str, Any]:
+    """Run ``call()`` once with every session of the pipeline timed; where the time went.
 
     ``end_to_end_s`` = ``graph_s`` (per component, inside the graphs) + ``switch_s`` (a low-memory
     pipeline opening and freeing components) + ``outside_graphs_s`` (numpy: tokenizer, sampler,
@@ -107,16 +109,10 @@ def time_graphs(pipeline, names: tuple[str, ...], call: Callable[[], Any]) -> di
     """
     clock: dict[str, float] = {}
     switching: dict[str, float] = {}
-    originals = {name: getattr(pipeline, name) for name in names if hasattr(pipeline, name)}
-    for name, session in originals.items():
-        setattr(pipeline, name, TimedSession(session, clock, switching))
-    try:
+    with pipeline.substituted(lambda _name, session: TimedSession(session, clock, switching)):
         start = time.perf_counter()
         call()
         total = time.perf_counter() - start
-    finally:
-        for name, session in originals.items():
-            setattr(pipeline, name, session)
     outside = total - sum(clock.values()) - sum(switching.values())
     return {"end_to_end_s": total, "graph_s": clock, "switch_s": switching, "outside_graphs_s": outside,
             "outside_graphs_share": outside / total}

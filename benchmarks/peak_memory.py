@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.measure import time_graphs
-from benchmarks.videocrafter1 import PROMPT, SESSIONS
 from runtime.backends.base import MEMORY_MODES
 from runtime.bundle import Bundle
 from runtime.videocrafter1 import VideoPipeline
@@ -100,8 +99,9 @@ def _cache_files() -> int | None:
     return sum(1 for _ in folder.iterdir()) if folder.is_dir() else None
 
 
-def measure_generate(bundle_root: str | Path, *, memory: str, backend: str, frames: int, steps: int) -> dict[str, Any]:
-    """Open the pipeline and run one ``generate`` (the bundle's guidance, size and DDIM) in this process."""
+def measure_generate(bundle_root: str | Path, *, prompt: str, memory: str, backend: str, frames: int, steps: int
+                     ) -> dict[str, Any]:
+    """Open the pipeline and run one ``generate`` of ``prompt`` (the bundle's guidance, size and DDIM) here."""
     importlib.import_module(_BACKEND_LIBRARIES.get(backend, "onnxruntime"))
     bundle = Bundle(bundle_root)
     baseline = status_kb()["VmRSS"]
@@ -112,9 +112,9 @@ def measure_generate(bundle_root: str | Path, *, memory: str, backend: str, fram
         open_s = time.perf_counter() - start
         with pipeline:
             c = pipeline.constants
-            split = time_graphs(pipeline, SESSIONS, lambda: pipeline.generate(PROMPT, frames=frames, steps=steps,
-                                                                              progress=False))
-            names = [name for name in SESSIONS if hasattr(pipeline, name)]
+            split = time_graphs(pipeline, lambda: pipeline.generate(prompt, frames=frames, steps=steps,
+                                                                    progress=False))
+            names = list(pipeline.sessions)
         after_close = sampler.read()["VmRSS"]
     status = status_kb()
     weights = {name: bundle.weight_bytes(name) for name in names}
@@ -123,9 +123,9 @@ def measure_generate(bundle_root: str | Path, *, memory: str, backend: str, fram
     peak_bytes = max(status["VmHWM"], sampler.at_peak["VmRSS"]) * 1024
     return {
         "bundle": bundle.manifest.variant, "memory": memory, "backend": backend, "precision": "fp32",
-        "frames": frames, "steps": steps, "height": c["height"], "width": c["width"],
-        "guidance_scale": c["sampler"]["guidance_scale"],
-        "unet_batch": min(pipeline.unet_batch or 2, 2 if c["sampler"]["guidance_scale"] != 1.0 else 1),
+        "frames": frames, "steps": steps, "height": c.height, "width": c.width,
+        "guidance_scale": c.sampling.guidance_scale,
+        "unet_batch": min(pipeline.unet_batch or 2, 2 if c.sampling.guidance_scale != 1.0 else 1),
         "peak_rss_bytes": peak_bytes, "vm_hwm_bytes": status["VmHWM"] * 1024,
         "ru_maxrss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "baseline_rss_bytes": baseline * 1024, "rss_after_close_bytes": after_close * 1024,
@@ -141,10 +141,11 @@ def measure_generate(bundle_root: str | Path, *, memory: str, backend: str, fram
     }
 
 
-def run_child(bundle_root: str | Path, *, memory: str, backend: str, frames: int, steps: int) -> dict[str, Any]:
+def run_child(bundle_root: str | Path, *, prompt: str, memory: str, backend: str, frames: int, steps: int
+              ) -> dict[str, Any]:
     """:func:`measure_generate` in a fresh Python process (this checkout's packages); its JSON."""
-    command = [sys.executable, "-m", "benchmarks.peak_memory", str(bundle_root), "--memory", memory,
-               "--backend", backend, "--frames", str(frames), "--steps", str(steps)]
+    command = [sys.executable, "-m", "benchmarks.peak_memory", str(bundle_root), "--prompt", prompt,
+               "--memory", memory, "--backend", backend, "--frames", str(frames), "--steps", str(steps)]
     path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": path})
@@ -177,13 +178,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.peak_memory", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("bundle", type=Path, help="a VideoCrafter1 bundle folder")
+    parser.add_argument("--prompt", default="a corgi running on the beach")
     parser.add_argument("--memory", choices=MEMORY_MODES, default="low")
     parser.add_argument("--backend", choices=tuple(_BACKEND_LIBRARIES), default="onnxruntime")
     parser.add_argument("--frames", type=int, default=2)
     parser.add_argument("--steps", type=int, default=2, help="DDIM steps (UNet calls)")
     args = parser.parse_args(argv)
-    result = measure_generate(args.bundle, memory=args.memory, backend=args.backend, frames=args.frames,
-                              steps=args.steps)
+    result = measure_generate(args.bundle, prompt=args.prompt, memory=args.memory, backend=args.backend,
+                              frames=args.frames, steps=args.steps)
     print(json.dumps(result))
     return 0
 

@@ -27,8 +27,8 @@ from runtime.videocrafter1.sampling import denoise
 
 STEPS = (10, 15, 20, 25, 50)
 REFERENCE_STEPS = 250
-# name -> eta for the distances (DDIM at eta 0: the deterministic sampler the solvers are compared with)
-SAMPLERS = {"ddim": 0.0, "dpmpp-2m": None, "unipc": None}
+# sampler name -> eta for the distances (DDIM at eta 0: the deterministic sampler the solvers are compared with)
+ETAS = {"ddim": 0.0, "dpmpp-2m": None, "unipc": None}
 TARGET_STEPS = 50  # of DDIM (eta 0), the distance the others have to reach
 ORDER_1 = "ddim (start 999)"
 
@@ -45,7 +45,7 @@ def matching_steps(distances: dict[int, float], target: float) -> int | None:
 
 def _order_1(pipeline: VideoPipeline, steps: int) -> DPMSolverMultistep:
     """DDIM with eta 0 on timesteps from 999 (DPM-Solver++ of order 1)."""
-    solver = DPMSolverMultistep(pipeline.constants["sampler"], order=1)
+    solver = DPMSolverMultistep(pipeline.constants.sampling.diffusion, order=1)
     solver.set_timesteps(steps)
     return solver
 
@@ -57,20 +57,20 @@ def convergence(pipeline: VideoPipeline, prompt: str, *, repeats: int, steps: tu
     if target_steps not in steps:
         raise ValueError(f"target_steps {target_steps} must be one of the step counts {list(steps)}")
     c = pipeline.constants
-    shape = pipeline.latent_shape(1, c["frames"], c["height"], c["width"])
+    shape = pipeline.latent_shape(1, c.frames, c.height, c.width)
     x_T = np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
-    context, uncond = pipeline.conditioning([prompt], [c["uncond_prompt"]], None, c["height"], c["width"])
-    predict = pipeline.predictor(context, uncond, c["fps"])
+    context, uncond = pipeline.conditioning([prompt], [c.uncond_prompt], None, c.height, c.width)
+    predict = pipeline.predictor(context, uncond, c.fps)
 
     def final_latent(sampler) -> np.ndarray:
-        return denoise(predict, x_T, sampler, guidance_scale=c["sampler"]["guidance_scale"])
+        return denoise(predict, x_T, sampler, guidance_scale=c.sampling.guidance_scale)
 
-    official = final_latent(pipeline.sampler("ddim", reference_steps, 0.0))
+    official = final_latent(pipeline.make_sampler("ddim", reference_steps, 0.0))
     same_start = final_latent(_order_1(pipeline, reference_steps))
     tables = {"official": {"reference": f"official DDIM, eta 0, {reference_steps} steps", "distance": {}},
               "same_start": {"reference": f"DDIM, eta 0, {reference_steps} steps from 999", "distance": {}}}
-    for name, eta in SAMPLERS.items():
-        finals = {n: final_latent(pipeline.sampler(name, n, eta)) for n in steps}
+    for name, eta in ETAS.items():
+        finals = {n: final_latent(pipeline.make_sampler(name, n, eta)) for n in steps}
         tables["official"]["distance"][name] = {n: relative_distance(official, x) for n, x in finals.items()}
         if name == "ddim":
             finals = {n: final_latent(_order_1(pipeline, n)) for n in steps}
@@ -80,14 +80,14 @@ def convergence(pipeline: VideoPipeline, prompt: str, *, repeats: int, steps: tu
     result = {
         "prompt": prompt, "latent_shape": list(shape), "steps": list(steps), "tables": tables,
         "target": f"official DDIM-{target_steps}", "target_distance": target,
-        "unet_calls": {name: {n: len(pipeline.sampler(name, n, eta).timesteps) for n in steps}
-                       for name, eta in SAMPLERS.items()},
+        "unet_calls": {name: {n: len(pipeline.make_sampler(name, n, eta).timesteps) for n in steps}
+                       for name, eta in ETAS.items()},
         "matched": {}}
     def end_to_end(name: str, count: int) -> float:
         return measure(lambda: pipeline.generate(prompt, sampler=name, steps=count, seed=seed, progress=False),
                        repeats).median_s
 
-    for name in SAMPLERS:
+    for name in ETAS:
         found = matching_steps(tables["official"]["distance"][name], target)
         result["matched"][name] = {"steps": found, "end_to_end_s": None if found is None else end_to_end(name, found)}
     result["baseline"] = {"steps": target_steps, "end_to_end_s": end_to_end("ddim", target_steps)}
@@ -108,7 +108,7 @@ def rows(variant: str, report: dict) -> list[Row]:
 def plot(variant: str, report: dict) -> dict:
     """Distance to the official converged latent against steps, one line per sampler."""
     official = report["tables"]["official"]
-    return {"file": f"bench_videocrafter1_{variant}_sampler_convergence.png",
+    return {"file": f"bench_videocrafter1_{variant}_sampler_convergence.svg",
             "title": f"videocrafter1 {variant}: distance to {official['reference']}",
             "x_label": "steps", "y_label": "relative distance",
             "series": {name: list(by_steps.items()) for name, by_steps in official["distance"].items()}}

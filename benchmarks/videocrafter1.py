@@ -17,11 +17,11 @@ from runtime.bundle import Bundle
 from runtime.videocrafter1.sampling import denoise
 from runtime.backends import open_session
 from runtime.videocrafter1 import VideoPipeline
+from runtime.videocrafter1.constants import VideoConstants
 
 FAMILY = "videocrafter1"
 PROMPT = "a corgi running on the beach"
 UNET_FRAMES = (8, 16, 24)
-SESSIONS = ("text_encoder", "unet", "vae_decoder", "image_encoder", "image_proj")
 
 
 def _variant_config(bundle: Bundle):
@@ -79,7 +79,7 @@ def _unet_scaling_rows(bundle: Bundle, config, unet_spec, context_length: int, r
 
     The sizes are the default and the largest, or with ``quick`` the smallest and the default.
     """
-    from export.videocrafter1.components import example_unet_inputs
+    from export.videocrafter1.graphs import example_unet_inputs
 
     session = open_session(bundle, "unet")
     profile = bundle.component("unet").profile["x"]
@@ -113,31 +113,29 @@ def _end_to_end(bundle: Bundle, config, gflop: dict[str, float], steps: int, rep
     pipeline = VideoPipeline(bundle, backend="onnxruntime")
     c = pipeline.constants
     image = _test_image() if pipeline.is_i2v else None
-    args = dict(steps=steps, guidance_scale=c["sampler"]["guidance_scale"], eta=c["sampler"]["eta"], seed=0,
-                frames=c["frames"], height=c["height"], width=c["width"])
+    args = dict(steps=steps, guidance_scale=c.sampling.guidance_scale, eta=c.sampling.eta, seed=0,
+                frames=c.frames, height=c.height, width=c.width)
     modules = build_modules(config, None, trust=False, seed=0)
     runtime_time = measure(lambda: pipeline.generate(PROMPT, image=image, progress=False, **args), repeats)
     with torch.inference_mode():
         torch_time = measure(lambda: generate_video_torch(modules, c, PROMPT, image_rgb=image, **args), repeats)
 
-    unet_calls = len(pipeline.sampler("ddim", steps, args["eta"], np.random.default_rng(0)).timesteps)
-    total_gflop = (gflop["text_encoder"] + unet_calls * gflop["unet"] + c["frames"] * gflop["vae_decoder"]
+    unet_calls = len(pipeline.make_sampler("ddim", steps, args["eta"], np.random.default_rng(0)).timesteps)
+    total_gflop = (gflop["text_encoder"] + unet_calls * gflop["unet"] + c.frames * gflop["vae_decoder"]
                    + (gflop["image_encoder"] + gflop["image_proj"] if pipeline.is_i2v else 0.0))
     row = Row(FAMILY, bundle.manifest.variant, f"generate_video ({unet_calls} steps)",
-              f"{c['frames']}x{c['height']}x{c['width']}", "onnxruntime", runtime_time.median_s * 1e3,
+              f"{c.frames}x{c.height}x{c.width}", "onnxruntime", runtime_time.median_s * 1e3,
               torch_time.median_s * 1e3, total_gflop, runtime_time.peak_mb, torch_time.peak_mb)
 
     breakdown = {"bundle": bundle.manifest.variant,
-                 **time_graphs(pipeline, SESSIONS, lambda: pipeline.generate(PROMPT, image=image, progress=False,
-                                                                              **args))}
-    negatives = [c["uncond_prompt"]] if args["guidance_scale"] != 1.0 else None
-    context, uncond = pipeline.conditioning([PROMPT], negatives, image, c["height"], c["width"])
-    predict = pipeline.predictor(context, uncond, c["fps"])
+                 **time_graphs(pipeline, lambda: pipeline.generate(PROMPT, image=image, progress=False, **args))}
+    negatives = [c.uncond_prompt] if args["guidance_scale"] != 1.0 else None
+    context, uncond = pipeline.conditioning([PROMPT], negatives, image, c.height, c.width)
+    predict = pipeline.predictor(context, uncond, c.fps)
     rng = np.random.default_rng(0)
-    x_T = rng.standard_normal(pipeline.latent_shape(1, c["frames"], c["height"], c["width"]), dtype=np.float32)
-    sampler = pipeline.sampler("ddim", steps, args["eta"], rng)
-    sampling = time_graphs(pipeline, ("unet",),
-                           lambda: denoise(predict, x_T, sampler, guidance_scale=args["guidance_scale"]))
+    x_T = rng.standard_normal(pipeline.latent_shape(1, c.frames, c.height, c.width), dtype=np.float32)
+    sampler = pipeline.make_sampler("ddim", steps, args["eta"], rng)
+    sampling = time_graphs(pipeline, lambda: denoise(predict, x_T, sampler, guidance_scale=args["guidance_scale"]))
     breakdown.update(sampler_s=sampling["end_to_end_s"], sampler_unet_s=sampling["graph_s"].get("unet", 0.0),
                      sampler_numpy_s=sampling["outside_graphs_s"],
                      sampler_numpy_share=sampling["outside_graphs_share"])
@@ -148,7 +146,8 @@ def bench(bundles: list[Path], *, quick: bool, repeats: int) -> FamilyReport:
     """Benchmark every VideoCrafter1 bundle given (tiny presets only with ``quick``)."""
     import torch
 
-    from export.videocrafter1.bundle import build_modules, graph_plan
+    from export.videocrafter1.bundle import build_modules
+    from export.videocrafter1.graphs import component_specs
 
     report = FamilyReport()
     report.figures["torch_threads"] = torch.get_num_threads()
@@ -156,7 +155,7 @@ def bench(bundles: list[Path], *, quick: bool, repeats: int) -> FamilyReport:
                         "torch.inference_mode for end to end; its sampler runs the two guidance branches "
                         "as two UNet calls, the runtime as one batch of 2")
     breakdowns = []
-    opened = sorted((Bundle(path) for path in bundles), key=lambda b: b.pipeline.get("mode") == "i2v")
+    opened = sorted((Bundle(path) for path in bundles), key=lambda b: VideoConstants.of(b).mode == "i2v")
     for bundle in opened:
         path = bundle.root
         if quick and not bundle.manifest.variant.startswith("tiny"):
@@ -164,7 +163,8 @@ def bench(bundles: list[Path], *, quick: bool, repeats: int) -> FamilyReport:
             continue
         config = _variant_config(bundle)
         modules = build_modules(config, None, trust=False, seed=0)
-        plan = graph_plan(config, modules)
+        plan = [example for component in component_specs(config)
+                for example in component.plan(modules[component.name])]
         with torch.inference_mode():
             rows, gflop = _component_rows(bundle, plan, repeats)
             report.rows += rows
@@ -174,11 +174,12 @@ def bench(bundles: list[Path], *, quick: bool, repeats: int) -> FamilyReport:
                                              quick)
                 report.rows += scaling
                 report.plots += _scaling_plots(bundle.manifest.variant, scaling)
-        row, breakdown = _end_to_end(bundle, config, gflop, 2 if quick else bundle.pipeline["sampler"]["steps"],
+        constants = VideoConstants.of(bundle)
+        row, breakdown = _end_to_end(bundle, config, gflop, 2 if quick else constants.sampling.steps,
                                      repeats)
         report.rows.append(row)
         breakdowns.append(breakdown)
-        if bundle.pipeline["mode"] != "i2v" and "sampler_convergence" not in report.figures:
+        if constants.mode != "i2v" and "sampler_convergence" not in report.figures:
             report.figures["sampler_convergence"] = _sampler_convergence(bundle, report, repeats)
     report.figures["end_to_end_breakdown"] = breakdowns
     return report
@@ -200,7 +201,7 @@ def _scaling_plots(variant: str, rows: list[Row]) -> list[dict]:
     for row in rows:
         series.setdefault(f"ort {row.curve}", []).append((row.x, row.runtime_ms))
         series.setdefault(f"torch {row.curve}", []).append((row.x, row.torch_ms))
-    return [{"file": f"bench_{FAMILY}_{variant}_unet_frames.png",
+    return [{"file": f"bench_{FAMILY}_{variant}_unet_frames.svg",
              "title": f"{FAMILY} {variant}: UNet step (batch 2) vs frames",
              "x_label": "frames", "y_label": "ms", "series": series}]
 
@@ -233,7 +234,7 @@ def peak_memory_rows(bundle: Bundle, log=print) -> tuple[list[Row], list[dict]]:
     rows, figures = [], []
     for backend in backends:
         for memory in MEMORY_MODES:
-            found = run_child(bundle.root, memory=memory, backend=backend, frames=RELEASED_UNET_FRAMES,
+            found = run_child(bundle.root, prompt=PROMPT, memory=memory, backend=backend, frames=RELEASED_UNET_FRAMES,
                               steps=PEAK_MEMORY_STEPS)
             log(f"  {describe(found)}")
             figures.append(found)
@@ -296,13 +297,13 @@ def _released_item(config, name: str, recorded: dict | None = None):
     (the text encoder keeps the prompt and the empty prompt; the UNet step runs :data:`RELEASED_UNET_FRAMES`
     frames)."""
     from benchmarks.released import Item
-    from export.videocrafter1.bundle import build_component, component_graphs, opt_shape
-    from export.videocrafter1.components import example_unet_inputs
+    from export.videocrafter1.bundle import build_component
+    from export.videocrafter1.graphs import component_spec, example_unet_inputs
 
     component = "vae" if name == "vae_decoder" else name
     module = build_component(config, component, None, seed=0)
-    spec, feeds = next((spec, feeds) for spec, feeds, _ in component_graphs(config, component, module,
-                                                                             opt_shape(config)) if spec.name == name)
+    spec, feeds = next((spec, feeds) for spec, feeds, _ in component_spec(config, component).plan(module)
+                       if spec.name == name)
     if recorded is not None:
         return Item(name, _RELEASED_LABELS[name], recorded, spec.run_torch,
                     shown=("x", "context") if name == "unet" else None)

@@ -8,7 +8,7 @@ from pathlib import Path
 from engines.precision import KEEP_FP32_MODES
 from engines.profiles import PRECISIONS
 from engines.trtexec import TARGETS
-from engines.triton_repo import PLATFORMS
+from engines.triton_repo import PIPELINE_QUEUE_TIMEOUT_MS, PLATFORMS, QUEUE_DEPTH, QUEUE_TIMEOUT_MS
 from runtime.bundle import Bundle, BundleError
 from runtime.backends.trt import LocalTarget, local_target
 
@@ -54,6 +54,14 @@ def _parser() -> argparse.ArgumentParser:
     triton.add_argument("--instances", type=int, default=1, help="model instances per device (default 1)")
     triton.add_argument("--max-queue-delay-us", type=int, default=100,
                         help="how long the dynamic batcher waits to fill a batch (default 100)")
+    triton.add_argument("--queue-depth", type=int, default=QUEUE_DEPTH,
+                        help="waiting executions per instance before a request is refused as busy "
+                             f"(0: unbounded; default {QUEUE_DEPTH})")
+    triton.add_argument("--queue-timeout-ms", type=int, default=QUEUE_TIMEOUT_MS,
+                        help=f"a component model's longest wait in the queue before refusal (0: none; default "
+                             f"{QUEUE_TIMEOUT_MS})")
+    triton.add_argument("--pipeline-queue-timeout-ms", type=int, default=PIPELINE_QUEUE_TIMEOUT_MS,
+                        help=f"the same for the pipeline model (default {PIPELINE_QUEUE_TIMEOUT_MS})")
 
     serve = commands.add_parser("serve", help="run the tritonserver binary of nvidia-pytriton on a repository")
     serve.add_argument("repository", type=Path)
@@ -104,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
             from engines.triton_repo import write_repository
 
             names = write_repository(args.bundle, args.out, platform=args.platform, instances=args.instances,
-                                     max_queue_delay_us=args.max_queue_delay_us, precision=args.precision)
+                                     max_queue_delay_us=args.max_queue_delay_us, precision=args.precision,
+                                     queue_depth=args.queue_depth, queue_timeout_ms=args.queue_timeout_ms,
+                                     pipeline_queue_timeout_ms=args.pipeline_queue_timeout_ms)
             print(f"wrote {len(names)} models into {args.out}")
         elif args.command == "serve":
             from engines.triton_server import serve_forever

@@ -2,13 +2,16 @@
 
 That wheel pins numpy < 2, so it lives in its own Python environment (``make .venv-triton``); the
 server's Python-backend models run in that environment, with this checkout's ``runtime`` on their
-path. The server listens on ``address`` only, on free ports; starting waits (bounded) until it is
-ready and reports the log's tail if it exits or stays unready.
+path. The server listens on ``address`` only, on free ports (kept by ``restart``); starting waits
+(bounded) until it is ready and reports the log's tail if it exits or stays unready. ``rss_bytes``
+is the resident memory of the server with its Python-backend stubs (one process per model instance).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -25,6 +28,32 @@ def _free_port(address: str) -> int:
     with socket.socket() as probe:
         probe.bind((address, 0))
         return probe.getsockname()[1]
+
+
+def _process_tree(root: int) -> list[int]:
+    """``root`` and every process under it (from ``/proc``)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:  # "pid (name) state ppid ...": the name may hold spaces and parentheses
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):  # a process that ended meanwhile
+            continue
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    tree, frontier = [root], [root]
+    while frontier:
+        frontier = [child for pid in frontier for child in children.get(pid, [])]
+        tree += frontier
+    return tree
+
+
+def _running(pid: int, marker: str) -> bool:
+    """Whether process ``pid`` still runs (not ended, not a zombie waiting to be reaped) with ``marker`` in its
+    command line (so that a number reused by another process is never taken for it)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return state not in "ZX" and marker in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
+    except (OSError, IndexError):
+        return False
 
 
 def _site_packages(python: Path) -> Path:
@@ -47,7 +76,7 @@ class LocalServer:
         self.workspace = Path(tempfile.mkdtemp(prefix="tritonserver-"))
         self.log_path = Path(log) if log else self.workspace / "server.log"
         self.process: subprocess.Popen | None = None
-        self.http_port = self.grpc_port = 0
+        self.http_port = self.grpc_port = self.metrics_port = 0
 
     @property
     def http_url(self) -> str:
@@ -58,10 +87,12 @@ class LocalServer:
         return f"grpc://{self.address}:{self.grpc_port}"
 
     def _backends(self) -> Path:
-        """The Python backend with the stub built for the environment's Python version."""
+        """The Python backend with the stub built for the environment's Python version (prepared once)."""
         server = self.site / "pytriton" / "tritonserver"
         version = self.site.parent.name.removeprefix("python")
         python_backend = self.workspace / "backends" / "python"
+        if (python_backend / "triton_python_backend_stub").is_file():  # a restart: the stub is ready
+            return self.workspace / "backends"
         python_backend.mkdir(parents=True, exist_ok=True)
         for name in ("libtriton_python.so", "triton_python_backend_utils.py"):
             shutil.copyfile(server / "backends" / "python" / name, python_backend / name)
@@ -83,7 +114,9 @@ class LocalServer:
         return "\n".join([*errors[-lines:], "...", *text.splitlines()[-lines:]])
 
     def start(self) -> "LocalServer":
-        self.http_port, self.grpc_port, metrics = (_free_port(self.address) for _ in range(3))
+        """Start the server (on the ports it had, after ``stop``) and wait until it is ready."""
+        if not self.http_port:
+            self.http_port, self.grpc_port, self.metrics_port = (_free_port(self.address) for _ in range(3))
         env = dict(os.environ)
         env["LD_LIBRARY_PATH"] = ":".join(filter(None, [str(self.site / "nvidia_pytriton.libs"),
                                                         env.get("LD_LIBRARY_PATH")]))
@@ -92,9 +125,10 @@ class LocalServer:
         command = [str(self.site / "pytriton" / "tritonserver" / "bin" / "tritonserver"),
                    f"--model-repository={self.repository}", f"--backend-directory={self._backends()}",
                    f"--http-address={self.address}", f"--grpc-address={self.address}",
-                   f"--http-port={self.http_port}", f"--grpc-port={self.grpc_port}", f"--metrics-port={metrics}",
-                   "--allow-metrics=false", "--exit-timeout-secs=10", "--log-verbose=0"]
-        with open(self.log_path, "wb") as log:
+                   f"--http-port={self.http_port}", f"--grpc-port={self.grpc_port}",
+                   f"--metrics-port={self.metrics_port}", "--allow-metrics=false", "--exit-timeout-secs=10",
+                   "--log-verbose=0"]
+        with open(self.log_path, "ab") as log:  # a restart appends to the same log
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         self._wait_ready()
         return self
@@ -116,14 +150,40 @@ class LocalServer:
         raise BundleError(f"tritonserver was not ready within {self.startup_timeout:.0f} s; its log, errors and end:\n"
                           f"{self.log_tail()}")
 
+    def restart(self) -> "LocalServer":
+        """Stop the server (in-flight requests get up to ``--exit-timeout-secs``) and start it on the same ports."""
+        self.stop()
+        return self.start()
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the server and its backend stub processes, in bytes."""
+        if self.process is None:
+            raise BundleError("the Triton server is not running: no memory to read")
+        total = 0
+        for pid in _process_tree(self.process.pid):
+            try:
+                total += int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+            except (OSError, IndexError, ValueError):  # a stub that ended meanwhile
+                continue
+        return total * os.sysconf("SC_PAGE_SIZE")
+
     def stop(self) -> None:
+        """Stop the server and wait (bounded) for its backend stubs to end too; a stub still there is killed."""
         if self.process is not None and self.process.poll() is None:
+            stubs = _process_tree(self.process.pid)[1:]
             self.process.terminate()
             try:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=10)
+            deadline = time.monotonic() + 10
+            while stubs and time.monotonic() < deadline:
+                stubs = [pid for pid in stubs if _running(pid, str(self.workspace))]
+                time.sleep(0.1)
+            for pid in stubs:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
         self.process = None
 
     def __enter__(self) -> "LocalServer":

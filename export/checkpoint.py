@@ -60,8 +60,22 @@ def read_checkpoint(path: str | Path, *, trust: bool = False) -> dict[str, torch
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError) as exc:
             raise CheckpointError(f"{path} is not a readable safetensors file: {exc}") from exc
+    obj = read_torch_file(path, trust=trust)
+    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{path} holds a {type(obj).__name__}, expected a dict of tensors")
+    return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+
+
+def read_torch_file(path: str | Path, *, trust: bool = False):
+    """Whatever a torch file holds (a state dict, a list of tensors, ...), memory-mapped and read with
+    ``weights_only=True``; one that needs arbitrary code loads only with ``trust=True``."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"file not found: {path}")
     try:
-        obj = _torch_load(path, trust)
+        return _torch_load(path, trust)
     except pickle.UnpicklingError as exc:
         if trust:
             raise CheckpointError(f"{path} could not be unpickled: {exc}") from exc
@@ -72,11 +86,6 @@ def read_checkpoint(path: str | Path, *, trust: bool = False) -> dict[str, torch
         ) from exc
     except (RuntimeError, OSError, EOFError) as exc:
         raise CheckpointError(f"{path} is not a readable torch checkpoint: {exc}") from exc
-    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
-        obj = obj["state_dict"]
-    if not isinstance(obj, Mapping):
-        raise CheckpointError(f"{path} holds a {type(obj).__name__}, expected a dict of tensors")
-    return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
 
 
 def select_prefix(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
-import torch
 
-from export.checkpoint import load_checkpoint
+from export.checkpoint import load_checkpoint, load_into
 from export.graphs import GraphSpec, compare_outputs
-from export.onnx_io import export_onnx, run_onnx
+from export.onnx_io import run_onnx
 from runtime.tokenizer import ClipTokenizer
 
 
@@ -85,19 +84,22 @@ def score(case: Case, path: str, found: Mapping[str, np.ndarray], names: Sequenc
     return Row(case.name, case.component, path, max_abs, cosine, not failing, detail)
 
 
-def verify_graphs(case: Case, root_module, specs: Sequence[GraphSpec]) -> list[Row]:
-    """Load the case's weights into ``root_module``; run ``specs`` in torch and under ONNX Runtime."""
-    load_checkpoint(root_module, case.weights, what=f"{case.component} ({case.name})")
+def verify_graphs(case: Case, root_module, specs: Sequence[GraphSpec],
+                  state: Mapping[str, Any] | None = None) -> list[Row]:
+    """Load the case's weights (or ``state``, tensors derived from them) into ``root_module``; run ``specs`` in
+    torch and under ONNX Runtime."""
+    what = f"{case.component} ({case.name})"
+    if state is None:
+        load_checkpoint(root_module, case.weights, what=what)
+    else:
+        load_into(root_module, state, what=what)
     torch_out: dict[str, np.ndarray] = {}
     onnx_out: dict[str, np.ndarray] = {}
     with tempfile.TemporaryDirectory(prefix="verify-") as tmp:
         for spec in specs:
             feeds = {n: case.io[n] for n in spec.inputs}
             torch_out.update(spec.run_torch(feeds))
-            path = Path(tmp) / f"{spec.name}.onnx"
-            export_onnx(spec.module, [torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in spec.inputs], path,
-                        input_names=spec.inputs, output_names=spec.outputs, dynamic_axes=spec.dynamic_axes)
-            onnx_out.update(run_onnx(path, feeds))
+            onnx_out.update(run_onnx(spec.export(feeds, Path(tmp) / f"{spec.name}.onnx"), feeds))
     return [score(case, "torch", torch_out), score(case, "onnx", onnx_out)]
 
 

@@ -1,16 +1,22 @@
-"""Export specs: which wrapper module becomes which graph, with which tensor names.
+"""Export specs: which wrapper module becomes which graph, with which tensor names, traced on which inputs.
 
-A :class:`GraphSpec` is the single description of one exported graph. Export,
-verify-reference and the parity tests all run the same spec, in torch through
-:meth:`GraphSpec.run_torch` and under ONNX Runtime through :func:`trace_graph` and
-:func:`check_graph` (``export.phases.export_component`` runs both for one component).
+Each family's ``graphs.py`` declares its components as :class:`ComponentSpec` subclasses (the shape of
+optimum's ``OnnxConfig`` and the TensorRT demo's per-model class): how the component's torch module is built,
+the graphs (:class:`Graph`) it becomes (wrapper, input/output names, symbolic axes), seeded example inputs at
+a shape, and the min/opt/max of the symbolic axes. Export loops over those specs; nothing about a graph is
+decided elsewhere.
+
+A :class:`GraphSpec` is one declared graph around a built module. Export, verify-reference and the parity
+tests all run the same spec, in torch through :meth:`GraphSpec.run_torch` and under ONNX Runtime through
+:func:`trace_graph` and :func:`check_graph` (``export.phases.export_component`` runs both for one component).
 """
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -18,9 +24,6 @@ import torch
 from export.onnx_io import export_onnx, run_onnx
 from runtime.arrays import agreement
 from runtime.bundle import Component, TensorSpec
-
-_DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.int64: "int64", torch.int32: "int32"}
-
 
 class MethodGraph(torch.nn.Module):
     """``module.<method>`` as a graph: the method's positional inputs in, its outputs out."""
@@ -63,6 +66,12 @@ class GraphSpec:
                              for level in ("min", "opt", "max")}
         return profile
 
+    def export(self, feeds: Mapping[str, np.ndarray], path: Path) -> Path:
+        """Trace the module on ``feeds`` (by input name) and write the graph to ``path``; its axes stay symbolic."""
+        args = [torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in self.inputs]
+        return export_onnx(self.module, args, path, input_names=self.inputs, output_names=self.outputs,
+                           dynamic_axes=self.dynamic_axes)
+
     def tensor_specs(self, feeds: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]) -> tuple:
         def spec(name: str, array: np.ndarray) -> TensorSpec:
             axes = self.dynamic_axes.get(name, {})
@@ -73,6 +82,58 @@ class GraphSpec:
             tuple(spec(n, feeds[n]) for n in self.inputs),
             tuple(spec(n, outputs[n]) for n in self.outputs),
         )
+
+
+@dataclass(frozen=True)
+class Graph:
+    """One exported graph, declared: its name, the wrapper that makes it from its component's torch module
+    (``wrap(module)``), its input/output tensor names and symbolic axes (``{tensor: {axis index: axis name}}``)."""
+
+    name: str
+    wrap: Callable[[Any], torch.nn.Module]
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    dynamic_axes: Mapping[str, Mapping[int, str]]
+
+    def spec(self, module: Any) -> GraphSpec:
+        """This graph around ``module`` (the component's module, or a golden case's), ready to run or trace."""
+        return GraphSpec(self.name, self.wrap(module).eval(), list(self.inputs), list(self.outputs), self.dynamic_axes)
+
+
+class Example(NamedTuple):
+    """A graph around a built module, its example feeds, and the min/opt/max of its symbolic axes (by axis name;
+    the axes a graph lacks are ignored): what export traces, checks and writes as the manifest's profile."""
+
+    spec: GraphSpec
+    feeds: dict[str, np.ndarray]
+    ranges: dict[str, dict[str, int]]
+
+
+class ComponentSpec(ABC):
+    """One exported component, declared: the graphs its torch module becomes, seeded example inputs for them
+    and the shape ranges of their symbolic axes. Subclasses (one per component, in the family's ``graphs.py``)
+    also say how the module is built. ``name`` names the component in the export log."""
+
+    name: str
+
+    @abstractmethod
+    def graphs(self) -> tuple[Graph, ...]:
+        """The component's graphs, in the order export writes them."""
+
+    @abstractmethod
+    def example_inputs(self, module: Any, shape: Any = None) -> dict[str, dict[str, np.ndarray]]:
+        """Seeded example feeds per graph name, made for the built ``module``, at ``shape`` (the family's example
+        shape; ``None`` for its default)."""
+
+    @abstractmethod
+    def shape_ranges(self) -> dict[str, dict[str, int]]:
+        """min/opt/max per symbolic axis name: the profile written to the manifest (TensorRT's optimisation
+        profile)."""
+
+    def plan(self, module: Any, shape: Any = None) -> list[Example]:
+        """Every graph of the component around the built ``module``, with its example feeds at ``shape``."""
+        feeds, ranges = self.example_inputs(module, shape), self.shape_ranges()
+        return [Example(graph.spec(module), feeds[graph.name], ranges) for graph in self.graphs()]
 
 
 @dataclass(frozen=True)
@@ -115,14 +176,12 @@ class TracedGraph:
     seconds: float
 
 
-def trace_graph(spec: GraphSpec, feeds: Mapping[str, np.ndarray], path: Path,
-                ranges: Mapping[str, Mapping[str, int]]) -> TracedGraph:
-    """Run ``spec`` in torch on ``feeds`` and export it to ``path``, traced at the shapes of ``feeds``."""
+def trace_graph(example: Example, path: Path) -> TracedGraph:
+    """Run the example's graph in torch on its feeds and export it to ``path``, traced at the feeds' shapes."""
     start = time.perf_counter()
+    spec, feeds, ranges = example
     reference = spec.run_torch(feeds)
-    args = [torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in spec.inputs]
-    export_onnx(spec.module, args, path, input_names=spec.inputs, output_names=spec.outputs,
-                dynamic_axes=spec.dynamic_axes)
+    spec.export(feeds, path)
     detached = GraphSpec(spec.name, FreedModule(), spec.inputs, spec.outputs, spec.dynamic_axes)
     return TracedGraph(detached, path, feeds, reference, ranges, time.perf_counter() - start)
 

@@ -11,7 +11,10 @@ import resource
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from export.graphs import ComponentSpec
 
 
 def peak_rss_gib() -> float:
@@ -45,11 +48,11 @@ class Phase:
             self.log(f"{self.name}: {steps} (peak RSS {peak_rss_gib():.2f} GiB)")
 
 
-def export_component(label: str, build: Callable[[], object], graphs: Callable[[object], list], root: Path,
-                     log: Callable[[str], None]) -> list:
-    """Build one component (a module, or several that share graphs), trace its graphs into ``root``
-    (``graphs(module)`` gives ``(spec, feeds, ranges)`` triples), release the module, then check every
-    graph under ONNX Runtime; returns their components.
+def export_component(label: str, spec: ComponentSpec, build: Callable[[], Any], root: Path,
+                     log: Callable[[str], None], *, shape: Any = None) -> list:
+    """Build one component with ``build`` (a module, or several that share graphs), trace the graphs of ``spec``
+    into ``root`` on its example inputs at ``shape``, release the module, then check every graph under ONNX
+    Runtime; returns their components.
 
     Only this component's weights are in memory while it is traced, and none while ONNX Runtime
     holds its graphs for the check.
@@ -60,8 +63,7 @@ def export_component(label: str, build: Callable[[], object], graphs: Callable[[
     with Phase(label, log) as phase:
         module = build()
         phase.mark("built")
-        traced = [trace_graph(spec, feeds, root / f"{spec.name}.onnx", ranges)
-                  for spec, feeds, ranges in graphs(module)]
+        traced = [trace_graph(example, root / f"{example.spec.name}.onnx") for example in spec.plan(module, shape)]
         phase.mark("traced")
         del module
         gc.collect()

@@ -27,20 +27,3 @@ def write_mp4(frames: np.ndarray, path: str | Path, fps: float) -> Path:
     finally:
         writer.release()
     return path
-
-
-def read_video(path: str | Path) -> np.ndarray:
-    """All frames of a video file as ``(T, H, W, 3)`` uint8 RGB."""
-    import cv2
-
-    capture = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(frame[:, :, ::-1])
-    capture.release()
-    if not frames:
-        raise ValueError(f"no frames could be read from {path}")
-    return np.stack(frames)

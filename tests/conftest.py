@@ -1,11 +1,14 @@
-"""Shared fixtures: the golden reference folders and the GPU marker."""
+"""Shared fixtures: the golden reference folders, the GPU marker, every family's tiny bundles and a one-graph bundle."""
 from __future__ import annotations
 
 from pathlib import Path
 
+import onnx
 import pytest
-from tests.paths import REFERENCE
+from onnx import TensorProto, helper
 
+from runtime.bundle import Bundle, BundleWriter, Component, Manifest, TensorSpec, write_manifest
+from tests.paths import REFERENCE
 
 
 def _has_gpu() -> bool:
@@ -41,3 +44,18 @@ def tiny_bundles(tmp_path_factory) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("tiny-bundles")
     return {name: export(root / name, seed=0, log=lambda _: None) for name, export in exports().items()}
+
+
+@pytest.fixture
+def double_bundle(tmp_path) -> Bundle:
+    """One component ``double``: y = 2 x for x of shape (batch 1..4, 3)."""
+    graph = helper.make_graph([helper.make_node("Add", ["x", "x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])])
+    with BundleWriter(tmp_path / "b") as root:
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(root / "double.onnx"))
+        component = Component("double", "double.onnx", (TensorSpec("x", "float32", ("batch", 3)),),
+                              (TensorSpec("y", "float32", ("batch", 3)),),
+                              {"x": {"min": (1, 3), "opt": (2, 3), "max": (4, 3)}})
+        write_manifest(root, Manifest("test", "tiny", {"double": component}, {}, files={"double.onnx": {}}))
+    return Bundle(tmp_path / "b")

@@ -1,4 +1,4 @@
-"""The backend layer: the registry, session lifecycle (close, ``with``) and pipelines closing what they open."""
+"""The backend layer: the registry, ``auto``, session lifecycle (close, ``with``) and backend memory settings."""
 from __future__ import annotations
 
 import sys
@@ -10,27 +10,11 @@ import pytest
 from onnx import TensorProto, helper
 
 from runtime import heap
-from runtime.backends import OrtSession, OwnsSessions, auto_backend, open_session, pipeline_for
-from runtime.backends import base
+from runtime.backends import OrtSession, auto_backend, open_session
 from runtime.backends.auto import growing_caches
 from runtime.backends.base import BACKENDS, backend_class
 from runtime.cpu import this_cpu
 from runtime.bundle import Bundle, BundleError, BundleWriter, Component, Manifest, TensorSpec, write_manifest
-
-
-@pytest.fixture
-def bundle(tmp_path) -> Bundle:
-    """One component ``double``: y = 2 x for x of shape (batch 1..4, 3)."""
-    graph = helper.make_graph([helper.make_node("Add", ["x", "x"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])])
-    with BundleWriter(tmp_path / "b") as root:
-        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(root / "double.onnx"))
-        component = Component("double", "double.onnx", (TensorSpec("x", "float32", ("batch", 3)),),
-                              (TensorSpec("y", "float32", ("batch", 3)),),
-                              {"x": {"min": (1, 3), "opt": (2, 3), "max": (4, 3)}})
-        write_manifest(root, Manifest("test", "tiny", {"double": component}, {}, files={"double.onnx": {}}))
-    return Bundle(tmp_path / "b")
 
 
 STEP = Component(
@@ -88,7 +72,7 @@ def test_auto_runs_a_cache_step_on_onnx_runtime_and_a_named_backend_as_asked(ste
         np.testing.assert_array_equal(session.run({"token": token, "cache": cache})["logits"], token)
 
 
-def test_registry_names_every_backend_and_refuses_others(bundle):
+def test_registry_names_every_backend_and_refuses_others(double_bundle):
     assert BACKENDS == ("onnxruntime", "tensorrt", "triton", "triton-bls", "openvino", "auto")
     assert backend_class("onnxruntime") is OrtSession
     assert backend_class("tensorrt").__name__ == "TensorRTSession"
@@ -96,96 +80,43 @@ def test_registry_names_every_backend_and_refuses_others(bundle):
     assert backend_class("openvino").__name__ == "OpenVINOSession"
     with pytest.raises(BundleError, match="unknown backend 'ov'; expected one of onnxruntime, tensorrt, triton, "
                                           "triton-bls, openvino, auto"):
-        open_session(bundle, "double", backend="ov")
+        open_session(double_bundle, "double", backend="ov")
 
 
-def test_auto_takes_openvino_fp32_on_a_cpu_unless_told_otherwise(bundle, monkeypatch, tmp_path):
+def test_auto_takes_openvino_fp32_on_a_cpu_unless_told_otherwise(double_bundle, monkeypatch, tmp_path):
     """No NVIDIA GPU here: TensorRT is not usable, OpenVINO (FP32) is when installed, else ONNX Runtime."""
     pytest.importorskip("openvino")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     x = np.arange(6, dtype=np.float32).reshape(2, 3)
-    assert auto_backend(bundle, "double", {}) == "openvino"
-    with open_session(bundle, "double", backend="auto") as session:
+    assert auto_backend(double_bundle, "double", {}) == "openvino"
+    with open_session(double_bundle, "double", backend="auto") as session:
         assert session.label == "OpenVINO" and session.precision == "fp32"
         np.testing.assert_array_equal(session.run({"x": x})["y"], 2 * x)
-    with open_session(bundle, "double", backend="auto", precision="bf16") as session:  # BF16 where it is native
+    with open_session(double_bundle, "double", backend="auto", precision="bf16") as session:  # BF16 where it is native
         assert type(session).__name__ == "OpenVINOSession"
         assert session.precision == ("bf16" if this_cpu().bf16 else "fp32")
     # asked for what OpenVINO does not do: ONNX Runtime providers, or a TensorRT precision
-    assert type(open_session(bundle, "double", backend="auto", providers=["CPUExecutionProvider"])) is OrtSession
-    assert type(open_session(bundle, "double", backend="auto", precision="int8")) is OrtSession
-    assert type(open_session(bundle, "double", backend="onnxruntime")) is OrtSession  # asked by name
+    assert type(open_session(double_bundle, "double", backend="auto", providers=["CPUExecutionProvider"])) is OrtSession
+    assert type(open_session(double_bundle, "double", backend="auto", precision="int8")) is OrtSession
+    assert type(open_session(double_bundle, "double", backend="onnxruntime")) is OrtSession  # asked by name
     monkeypatch.setitem(sys.modules, "openvino", None)  # not installed: import fails
-    assert type(open_session(bundle, "double", backend="auto")) is OrtSession
+    assert type(open_session(double_bundle, "double", backend="auto")) is OrtSession
 
 
-def test_session_is_a_context_manager_and_refuses_to_run_closed(bundle):
+def test_session_is_a_context_manager_and_refuses_to_run_closed(double_bundle):
     x = np.arange(6, dtype=np.float32).reshape(2, 3)
-    with open_session(bundle, "double") as session:
+    with open_session(double_bundle, "double") as session:
         np.testing.assert_array_equal(session.run({"x": x})["y"], 2 * x)
     with pytest.raises(BundleError, match="double: the ONNX Runtime session is closed"):
         session.run({"x": x})
 
 
-class _Pipeline(OwnsSessions):
-    def __init__(self, bundle):
-        self.first = self._open(bundle, "double", "onnxruntime")
-        self.second = self._open(bundle, "double", "onnxruntime")
-
-
-def _is_closed(session) -> bool:
-    try:
-        session.run({"x": np.zeros((1, 3), np.float32)})
-    except BundleError:
-        return True
-    return False
-
-
-def test_pipeline_for_closes_only_the_pipelines_it_opened(bundle):
-    with pipeline_for(bundle, _Pipeline) as opened:
-        assert not _is_closed(opened.first)
-    assert _is_closed(opened.first) and _is_closed(opened.second)
-    mine = _Pipeline(bundle)
-    with pipeline_for(mine, _Pipeline) as given:
-        assert given is mine
-    assert not _is_closed(mine.first)  # the caller's pipeline stays open
-    mine.close()
-    assert _is_closed(mine.first) and _is_closed(mine.second)
-
-
-class _LowMemory(OwnsSessions):
-    def __init__(self, bundle, memory="low"):
-        self.first = self._open(bundle, "double", "onnxruntime", memory)
-        self.second = self._open(bundle, "double", "onnxruntime", memory)
-
-
-def test_low_memory_sessions_open_on_use_one_at_a_time(bundle, monkeypatch):
-    x = np.arange(3, dtype=np.float32).reshape(1, 3)
-    trims = []
-    monkeypatch.setattr(base, "trim", lambda: trims.append(1) or True)
-    with _LowMemory(bundle) as pipeline:
-        assert not pipeline.first.is_open and not pipeline.second.is_open  # nothing opened up front
-        assert pipeline.first.component.name == "double"
-        np.testing.assert_array_equal(pipeline.first.run({"x": x})["y"], 2 * x)
-        np.testing.assert_array_equal(pipeline.first.run({"x": x})["y"], 2 * x)
-        assert pipeline.first.is_open and not pipeline.second.is_open
-        assert not pipeline.first._session._session.get_session_options().enable_cpu_mem_arena  # low-memory ORT
-        assert trims == []
-        np.testing.assert_array_equal(pipeline.second.run({"x": x})["y"], 2 * x)
-        assert pipeline.second.is_open and not pipeline.first.is_open  # the first was freed
-        assert trims == [1]  # and its heap pages handed back
-        assert pipeline.first.switch_s > 0 and pipeline.second.switch_s > 0
-    assert not pipeline.second.is_open and trims == [1, 1]
-    with pytest.raises(ValueError, match="memory must be one of normal, low, found 'tiny'"):
-        _LowMemory(bundle, memory="tiny")
-
-
-def test_memory_option_reaches_the_backends_that_take_it(bundle):
-    with open_session(bundle, "double") as normal, open_session(bundle, "double", memory="low") as low:
+def test_memory_option_reaches_the_backends_that_take_it(double_bundle):
+    with open_session(double_bundle, "double") as normal, open_session(double_bundle, "double", memory="low") as low:
         assert normal._session.get_session_options().enable_cpu_mem_arena
         assert not low._session.get_session_options().enable_cpu_mem_arena
     with pytest.raises(ValueError, match="memory must be one of normal, low, found 'none'"):
-        open_session(bundle, "double", memory="none")
+        open_session(double_bundle, "double", memory="none")
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="malloc_trim is glibc's")
@@ -242,7 +173,7 @@ def test_onnx_runtime_int8_sums_are_exact_on_every_cpu(tmp_path):
     np.testing.assert_allclose(found, exact, rtol=1e-6, atol=1e-5)
 
 
-def test_auto_picks_per_cpu_class_from_measured_figures_and_says_why(bundle, step_bundle, monkeypatch, tmp_path):
+def test_auto_picks_per_cpu_class_from_measured_figures_and_says_why(double_bundle, step_bundle, monkeypatch, tmp_path):
     """A released component measured faster on ONNX Runtime on this CPU's class runs there; the same component
     of another variant (a tiny bundle) or on another class follows the structural rule; every choice says why."""
     from runtime.backends.auto import GRAPH_ORDER, MARGIN, MEASURED, ORT_FIRST, STEP_ORDER, auto_choice
@@ -250,7 +181,7 @@ def test_auto_picks_per_cpu_class_from_measured_figures_and_says_why(bundle, ste
 
     zen3, zen4 = (parse_cpuinfo(f"model name\t: AMD EPYC\nflags\t\t: avx2 {extra}\n", "x86_64")
                   for extra in ("", "avx512f avx512_vnni avx512_bf16"))
-    audio = replace(bundle.component("double"), name="audio_encoder")
+    audio = replace(double_bundle.component("double"), name="audio_encoder")
     ort_ms, ov_ms = MEASURED["AVX2"][("imagebind", "imagebind_huge", "audio_encoder")]
     assert ov_ms >= MARGIN * ort_ms
     measured = auto_choice(audio, "imagebind", "imagebind_huge", zen3)
@@ -269,7 +200,7 @@ def test_auto_picks_per_cpu_class_from_measured_figures_and_says_why(bundle, ste
         assert session.auto_reason == step.why
     with open_session(step_bundle, "step", backend="onnxruntime") as session:
         assert session.auto_reason is None
-    with open_session(bundle, "double", backend="auto", providers=["CPUExecutionProvider"]) as session:
+    with open_session(double_bundle, "double", backend="auto", providers=["CPUExecutionProvider"]) as session:
         assert type(session) is OrtSession  # OpenVINO first by the rule, but it takes no providers
         assert session.auto_reason.endswith("but openvino is not usable here (not installed, or an option asked "
                                             "is not one of its)")

@@ -19,9 +19,11 @@ from calibration.store import CalibrationData, CalibrationDataError
 from engines.profiles import source_graph
 from export.videocrafter1.bundle import export_bundle
 from export.videocrafter1.presets import tiny_t2v
+from runtime.ait.constants import DepthConstants
 from runtime.arrays import agreement
 from runtime.bundle import Bundle
 from runtime.cpu import int8_saturates, this_cpu
+from runtime.videocrafter1.constants import VideoConstants
 
 SAMPLES, STEPS = 3, 4
 
@@ -53,7 +55,7 @@ def test_collect_records_trajectory_with_both_branches(calibrated):
         assert feeds["x"].shape[0] == 2 and feeds["timesteps"].shape == (2,)
         np.testing.assert_array_equal(feeds["x"][0], feeds["x"][1])  # one latent, two conditionings
         assert not np.allclose(feeds["context"][0], feeds["context"][1])  # conditional vs unconditional
-    frames = bundle.pipeline["frames"]
+    frames = VideoConstants.of(bundle).frames
     assert len(list(data.records("vae_decoder"))) == SAMPLES * frames
     assert [len(list(data.records(c, "heldout"))) for c in ("unet", "vae_decoder")] == [STEPS, frames]
     tokens = [f["tokens"] for f in data.records("text_encoder")]
@@ -224,7 +226,7 @@ def test_fewer_frames_are_recorded_and_ranges_are_reused(calibrated, tmp_path):
     data_root = tmp_path / "data"
     collect(root, data_root, samples=2, steps=2, frames=4, log=lambda _: None)
     data = CalibrationData.open(data_root)
-    assert data.index["frames"] == 4 and bundle.pipeline["frames"] != 4
+    assert data.index["frames"] == 4 and VideoConstants.of(bundle).frames != 4
     assert {f["x"].shape[2] for f in data.records("unet")} == {4}
     assert len(list(data.records("vae_decoder"))) == 2 * 4
     first = quantize(root, data_root, components=["unet"], log=lambda _: None)["unet"]
@@ -268,11 +270,12 @@ def test_ait_records_encoder_and_ar_loop_and_reports_depth_error(tmp_path):
     collect(root, tmp_path / "data", samples=2, log=lambda _: None)
     data = CalibrationData.open(tmp_path / "data")
     bundle = Bundle(root)
-    steps = bundle.pipeline["token_length"]
+    constants = DepthConstants.of(bundle)
+    steps = constants.token_length
     assert set(data.components) == {"image_encoder", "decoder_step"}
     records = data.index["components"]["decoder_step"]["records"]
     assert [r["step"] for r in records] == list(range(steps)) * 2  # every step of the AR loop, both samples
-    windows = bundle.pipeline["shift_size"] * (2 if bundle.pipeline["flip_test"] else 1)
+    windows = constants.shift_size * (2 if constants.flip_test else 1)
     past = [f["self_k"].shape[3] for f in data.records("decoder_step")]
     assert past == list(range(steps)) * 2 and all(r["batch"] == windows for r in records)
     entries = quantize(root, tmp_path / "data", log=lambda _: None)
@@ -288,7 +291,8 @@ def test_ait_records_encoder_and_ar_loop_and_reports_depth_error(tmp_path):
 
 
 def test_imagebind_records_every_encoder_and_reports_cosine_and_retrieval(tmp_path):
-    from calibration.collect import DEFAULT_PROMPTS, read_prompts, synthetic_imu
+    from calibration.collect import DEFAULT_PROMPTS, read_prompts
+    from calibration.imagebind import synthetic_imu
     from export.imagebind.bundle import export_bundle as export_imagebind
     from export.imagebind.presets import tiny
 

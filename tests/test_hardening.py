@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 import runtime
 from export.__main__ import main as export_main
 from export.videocrafter1.bundle import build_modules, export_bundle
-from export.videocrafter1.components import PREFIXES
+from export.videocrafter1.graphs import PREFIXES
 from export.videocrafter1.presets import tiny_i2v
 from runtime.bundle import Bundle, BundleError, BundleWriter, Component, Manifest, TensorSpec, write_manifest
 from runtime.videocrafter1.image_conditioning import conditioning_pixels
@@ -109,16 +109,17 @@ def test_nan_output_names_the_component(tmp_path):
 
 
 def test_nan_from_the_unet_stops_generation(pipeline, monkeypatch):
-    real = pipeline.unet._session
+    unet = pipeline.sessions["unet"]
+    real = unet._session
 
     class Overflowing:
         def run(self, names, feeds):
             return [np.full_like(feeds["x"], np.inf)]
 
-    monkeypatch.setattr(pipeline.unet, "_session", Overflowing())
+    monkeypatch.setattr(unet, "_session", Overflowing())
     with pytest.raises(NonFiniteOutputError, match="unet: output 'eps'"):
         runtime.generate_video("a corgi", bundle=pipeline, image=_image(), **FAST)
-    monkeypatch.setattr(pipeline.unet, "_session", real)
+    monkeypatch.setattr(unet, "_session", real)
 
 
 @settings(max_examples=30, deadline=None)

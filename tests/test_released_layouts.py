@@ -10,19 +10,25 @@ import sys
 import numpy as np
 import torch
 
-from benchmarks.released_checkpoints import ddpm_buffers, write_ait, write_imagebind, write_videocrafter1
+from benchmarks.probes.checkpoints import ddpm_buffers, write_ait, write_imagebind, write_videocrafter1
 from export.__main__ import main as export_main
 from export.ait.bundle import build_modules as ait_modules
-from export.ait.bundle import graph_plan as ait_graph_plan
+from export.ait.graphs import component_specs as ait_specs
 from export.ait.presets import tiny_depth
 from export.imagebind.bundle import build_one
-from export.imagebind.components import encoder_spec, example_input
+from export.imagebind.graphs import EncoderSpec
 from export.imagebind.presets import tiny as tiny_imagebind
 from export.onnx_io import run_onnx
-from export.videocrafter1.bundle import build_component, component_graphs, opt_shape
+from export.videocrafter1.bundle import build_component
+from export.videocrafter1.graphs import component_spec
 from export.videocrafter1.presets import tiny_i2v, tiny_t2v
-from export.videocrafter1.schedule_check import DDPM_BUFFERS
 from tests.paths import REPO
+
+# The DDPM buffers of the official LatentDiffusion (scale_arr only with use_scale).
+DDPM_BUFFERS = ("betas", "alphas_cumprod", "alphas_cumprod_prev", "sqrt_alphas_cumprod",
+                "sqrt_one_minus_alphas_cumprod", "log_one_minus_alphas_cumprod", "sqrt_recip_alphas_cumprod",
+                "sqrt_recipm1_alphas_cumprod", "posterior_variance", "posterior_log_variance_clipped",
+                "posterior_mean_coef1", "posterior_mean_coef2", "scale_arr")
 
 
 def _graph_matches(bundle, spec, feeds, atol):
@@ -33,7 +39,7 @@ def _graph_matches(bundle, spec, feeds, atol):
 
 
 def _unet_graph(config, module):
-    return component_graphs(config, "unet", module, opt_shape(config))[0]
+    return component_spec(config, "unet").plan(module)[0]
 
 
 def test_lightning_checkpoint_with_ddpm_buffers_exports_through_the_cli(tmp_path):
@@ -46,7 +52,7 @@ def test_lightning_checkpoint_with_ddpm_buffers_exports_through_the_cli(tmp_path
                         "--out", str(tmp_path / "bundle")]) == 0
     for name in ("unet", "image_proj"):  # the writer's modules (random init, seed 3) are the reference
         module = build_component(config, name, None, seed=3)
-        spec, feeds, _ = component_graphs(config, name, module, opt_shape(config))[0]
+        spec, feeds, _ = component_spec(config, name).plan(module)[0]
         _graph_matches(tmp_path / "bundle", spec, feeds, atol=2e-4)
     note = json.loads((tmp_path / "bundle" / "manifest.json").read_text())["note"]
     assert str(path) in note
@@ -76,7 +82,7 @@ def _refused(tmp_path, capsys, variant: str, path) -> str:
 
 def _assert_shows_both(error: str, name: str, stored: dict, config) -> None:
     """The error names the buffer and shows the checkpoint's and the bundle's value at the first difference."""
-    expected = ddpm_buffers(config.sampler)[name]
+    expected = ddpm_buffers(config.inference)[name]
     first = int(torch.nonzero(stored[name] != expected)[0])
     assert f"{name} differs" in error and f"first at t={first}:" in error
     assert f"checkpoint {float(stored[name][first]):.8g}" in error
@@ -85,21 +91,21 @@ def _assert_shows_both(error: str, name: str, stored: dict, config) -> None:
 
 def test_checkpoint_with_another_schedule_is_refused(tmp_path, capsys):
     config = tiny_t2v()
-    other = ddpm_buffers({**config.sampler, "linear_end": 0.02})
+    other = ddpm_buffers({**config.inference, "linear_end": 0.02})
     path = write_videocrafter1(config, tmp_path / "model.ckpt", buffers={"alphas_cumprod": other["alphas_cumprod"]})
     _assert_shows_both(_refused(tmp_path, capsys, "tiny-t2v", path), "alphas_cumprod", other, config)
 
 
 def test_checkpoint_with_another_scale_schedule_is_refused(tmp_path, capsys):
     config = tiny_i2v()
-    other = ddpm_buffers({**config.sampler, "scale_b": 0.3})
+    other = ddpm_buffers({**config.inference, "scale_b": 0.3})
     path = write_videocrafter1(config, tmp_path / "model.ckpt", buffers={"scale_arr": other["scale_arr"]})
     _assert_shows_both(_refused(tmp_path, capsys, "tiny-i2v", path), "scale_arr", other, config)
 
 
 def test_scale_schedule_checkpoint_on_a_variant_without_one_is_refused(tmp_path, capsys):
     """A VideoCrafter2-like checkpoint (use_scale) exported as plain T2V would sample with the wrong schedule."""
-    scale = ddpm_buffers(tiny_i2v().sampler)["scale_arr"]
+    scale = ddpm_buffers(tiny_i2v().inference)["scale_arr"]
     path = write_videocrafter1(tiny_t2v(), tmp_path / "model.ckpt", buffers={"scale_arr": scale})
     error = _refused(tmp_path, capsys, "tiny-t2v", path)
     assert "carries scale_arr" in error and "use_scale" in error
@@ -112,7 +118,8 @@ def test_imagebind_plain_state_dict_exports_through_the_cli(tmp_path):
     assert export_main(["imagebind", "--preset", "tiny", "--checkpoint", str(path), "--modalities", "imu",
                         "--out", str(tmp_path / "bundle")]) == 0
     encoder = build_one(preset, "imu", None, seed=2)
-    _graph_matches(tmp_path / "bundle", encoder_spec(encoder), {"imu": example_input("imu", preset.config)}, atol=1e-5)
+    spec, feeds, _ = EncoderSpec("imu", preset.config).plan(encoder)[0]
+    _graph_matches(tmp_path / "bundle", spec, feeds, atol=1e-5)
 
 
 def test_ait_mmcv_checkpoint_exports_through_the_cli(tmp_path):
@@ -122,7 +129,8 @@ def test_ait_mmcv_checkpoint_exports_through_the_cli(tmp_path):
     assert sorted(saved) == ["meta", "optimizer", "state_dict"] and saved["optimizer"]["state"]
     assert export_main(["ait", "--variant", "tiny-depth", "--checkpoint", str(path),
                         "--out", str(tmp_path / "bundle")]) == 0
-    for spec, feeds in ait_graph_plan(config, ait_modules(config, None, seed=4))[:2]:  # image encoder, decoder step
+    (solver,) = ait_specs(config)
+    for spec, feeds, _ in solver.plan(ait_modules(config, None, seed=4))[:2]:  # image encoder, decoder step
         _graph_matches(tmp_path / "bundle", spec, feeds, atol=1e-4)
 
 

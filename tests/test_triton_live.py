@@ -19,7 +19,7 @@ from engines.triton_server import LocalServer
 from runtime import Backend, Bundle, BundleError
 from runtime.arrays import psnr
 from runtime.backends.onnxrt import OrtSession
-from runtime.backends.triton import TritonSession
+from runtime.backends.triton import ServerUnavailable, TritonSession
 from runtime.images import load_rgb
 from tests.paths import ASSETS, REPO
 
@@ -196,7 +196,8 @@ def test_wrong_model_and_shape_outside_the_profile_give_clear_errors(server, tin
             with pytest.raises(BundleError) as there:
                 session.run(too_many)
             assert str(there.value) == str(here.value)  # the manifest's check, before any request
-            with pytest.raises(BundleError, match="refused or failed a request to model 'imagebind-tiny-text_enco"):
+            with pytest.raises(BundleError, match="to model 'imagebind-tiny-text_encoder': the Triton server at "
+                                                  f"{url} refused or failed it"):
                 session._infer({"text": np.zeros((1, 76), np.int64)})  # past the check: the server refuses it
     import tritonclient.http as http
 
@@ -217,8 +218,9 @@ def test_a_stopped_server_gives_a_clear_error_and_nothing_hangs(tiny_bundles, tm
             sessions = [TritonSession(bundle, "text_encoder", url=url, timeout=5) for url in urls]
             sessions[0].run({"text": np.zeros((1, 77), np.int64)})
         errors = []
-        for session in sessions:  # the server is gone under an open session
-            with pytest.raises(BundleError, match="refused or failed a request to model") as caught:
+        for session in sessions:  # the server is gone under an open session: retried, then a clear error
+            with pytest.raises(ServerUnavailable, match=r"request text_encoder-\w+-\d+ to model 'imagebind-tiny-"
+                                                        "text_encoder': server unavailable, retry later") as caught:
                 session.run({"text": np.zeros((1, 77), np.int64)})
             errors.append(str(caught.value))
         for url in urls:  # and nobody answers a new one

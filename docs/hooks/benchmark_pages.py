@@ -2,9 +2,11 @@
 
 Each ``*.json`` written by ``python -m benchmarks ... --json FILE`` becomes one section: its date,
 the CPU (model, class, native BF16 / INT8 dot products, core count), GPU, library versions,
-the command, the ONNX Runtime settings, then per family a table of its rows and its notes.
+the command, the ONNX Runtime settings, then per family a table of its rows, its plots (drawn as SVG
+from the plot data in the JSON by ``benchmarks.figures``) and its notes.
 Files of the older format (no ``date``, no ``cpu_class``) show ``-`` there; a file with top-level
-``rows`` (``python -m benchmarks.gpu --json``) shows its rows; any other JSON is listed as not shown.
+``rows`` (``python -m benchmarks.gpu --json``) shows its rows, one with ``soak``
+(``python -m benchmarks.serving --soak``) its load table; any other JSON is listed as not shown.
 An empty or missing folder gives a page that says no results are recorded yet. A file that is not
 JSON at all is a warning, so ``mkdocs build --strict`` fails on it.
 
@@ -21,9 +23,12 @@ from typing import Any
 
 from mkdocs.structure.files import File
 
+from benchmarks.figures import svg_line_plot
+
 log = logging.getLogger("mkdocs.hooks.benchmark_pages")
 
 PAGE = "benchmarks/results.md"
+PLOTS = "benchmarks/plots"  # the generated SVG files, beside the page
 ENV = "EDGE_BENCH_RESULTS"
 RESULTS = Path("benchmarks") / "results"
 # the table's columns, in the order of python -m benchmarks' own table (without the FLOP columns)
@@ -128,13 +133,47 @@ def breakdown_lines(family: str, figures: dict) -> list[str]:
     return lines
 
 
-def section(path: Path, result: Any) -> list[str]:
+def plot_files(path: Path, plots: Any) -> list[tuple[str, str, str]]:
+    """(file under :data:`PLOTS`, title, SVG text) of every well-formed plot of one family's report."""
+    drawn = []
+    for plot in plots if isinstance(plots, list) else []:
+        try:
+            svg = svg_line_plot(plot["title"], plot["x_label"], plot["y_label"], plot["series"])
+            name = f"{PLOTS}/{path.stem}-{Path(plot['file']).stem}.svg"
+        except (KeyError, TypeError, ValueError) as error:
+            log.warning("benchmark results: a plot of %s cannot be drawn (%s)", path, error)
+            continue
+        drawn.append((name, str(plot["title"]), svg))
+    return drawn
+
+
+def soak_lines(soak: dict) -> list[str]:
+    """A ``python -m benchmarks.serving --soak`` result: its load, a row per workload, retries and server memory."""
+    lines = [f"Soak: {soak.get('seconds', 0):.0f} s, {soak.get('clients')} clients, {soak.get('servers')} "
+             "server(s); every answer checked against the same request run locally.", "",
+             "| workload | requests | errors | requests/s | p50 ms | p95 ms | p99 ms |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for row in soak.get("rows") or []:
+        lines.append("| " + " | ".join(_cell(row.get(k)) for k in ("workload", "requests", "errors", "requests/s",
+                                                                    "p50 ms", "p95 ms", "p99 ms")) + " |")
+    rss = soak.get("server_rss_mb") or {}
+    lines += ["", f"- retried requests: {_cell(soak.get('retried'))}; errors: {_cell(len(soak.get('errors') or []))}",
+              f"- server RSS {_cell(rss.get('start'))} MB at the start, {_cell(rss.get('end'))} MB at the end: "
+              f"{_cell(rss.get('growth_per_1000_requests'))} MB per 1000 requests", ""]
+    return lines
+
+
+def section(path: Path, result: Any, drawn: list | None = None) -> list[str]:
+    """The page's section for one JSON file; the plots it draws are appended to ``drawn``."""
+    drawn = [] if drawn is None else drawn
     lines = [f"## {path.name}", ""]
     if isinstance(result, dict) and "families" not in result and isinstance(result.get("rows"), list):
         # python -m benchmarks.gpu --json: {gpu, torch, cuda, statistic, rows}
         result = {**result, "device": {"gpu": result.get("gpu"), "versions": {"torch": result.get("torch"),
                                                                                "cuda": result.get("cuda")}},
                   "families": {"torch CUDA": {"rows": result["rows"]}}}
+    if isinstance(result, dict) and isinstance(result.get("soak"), dict):
+        return lines + device_lines(result) + [""] + soak_lines(result["soak"])
     if not isinstance(result, dict) or not isinstance(result.get("families"), dict):
         log.info("%s is not a python -m benchmarks --json result; listed, not shown", path)
         return lines + ["Not a `python -m benchmarks --json` result; not shown.", ""]
@@ -145,6 +184,9 @@ def section(path: Path, result: Any) -> list[str]:
         rows = [r for r in report.get("rows", []) if isinstance(r, dict)]
         lines += rows_table(rows) if rows else ["No rows."]
         lines.append("")
+        for name, title, svg in plot_files(path, report.get("plots")):
+            drawn.append((name, svg))
+            lines += [f"![{_cell(title)}]({Path(name).relative_to(Path(PAGE).parent)})", ""]
         extra = breakdown_lines(family, report.get("figures") or {})
         notes = [f"- {_cell(note)}" for note in report.get("notes") or []]
         if extra or notes:
@@ -152,8 +194,9 @@ def section(path: Path, result: Any) -> list[str]:
     return lines
 
 
-def render(folder: Path, shown: str | Path = RESULTS) -> str:
-    """The whole page for the JSON files in ``folder`` (named ``shown`` on the page)."""
+def render(folder: Path, shown: str | Path = RESULTS, drawn: list | None = None) -> str:
+    """The whole page for the JSON files in ``folder`` (named ``shown`` on the page); the plots it shows are
+    appended to ``drawn`` as (file, SVG text)."""
     lines = ["# Recorded results", "",
              "<!-- Generated by docs/hooks/benchmark_pages.py from benchmarks/results/*.json at every build; "
              "do not edit. -->", "",
@@ -170,14 +213,17 @@ def render(folder: Path, shown: str | Path = RESULTS) -> str:
     found.sort(key=lambda item: (str(item[1].get("date") or "") if isinstance(item[1], dict) else "",
                                  item[0].name), reverse=True)
     for path, result in found:
-        lines += section(path, result)
+        lines += section(path, result, drawn)
     return "\n".join(lines)
 
 
 def on_files(files, config):
     folder = results_dir(config)
     shown = folder if os.environ.get(ENV) else RESULTS
-    files.append(File.generated(config, PAGE, content=render(folder, shown)))
+    drawn: list[tuple[str, str]] = []
+    files.append(File.generated(config, PAGE, content=render(folder, shown, drawn)))
+    for name, svg in drawn:
+        files.append(File.generated(config, name, content=svg))
     return files
 
 

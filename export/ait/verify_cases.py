@@ -20,8 +20,8 @@ from torch import nn
 
 from export.ait.ar_transformer import DEPTH_TASK, INSSEG_TASK, ARTransformer
 from export.ait.bundle import INSTANCE_VQVAE_PREFIX, PREFIXES, instance_pipeline_constants
-from export.ait.graphs import (DecoderStep, VQVAEEncoder, VQVAEIndexDecoder, VQVAESoftDecoder, depth_tables,
-                               graph_spec, instance_tables)
+from export.ait.graphs import (MASK_SOFT_DECODER, VQVAE_ENCODER, VQVAE_INDEX_DECODER, VQVAE_SOFT_DECODER,
+                               decoder_step_graph, depth_tables, instance_tables)
 from export.ait.insseg_head import MASK_THRESHOLD, segment_features
 from export.ait.presets import InstanceConfig
 from export.ait.swin import SwinV2TransformerRPE2FC
@@ -29,7 +29,6 @@ from export.ait.vqvae import VQVAE, model_args
 from export.checkpoint import load_checkpoint, load_into, read_checkpoint, select_prefix
 from export.graphs import GraphSpec
 from export.golden import Case, Row, score, verify_graphs
-from export.onnx_io import export_onnx
 from runtime.ait.depth import depth_ar_loop
 from runtime.ait.instances import InstanceHead, paste_values
 from runtime.backends.onnxrt import inference_session
@@ -58,10 +57,7 @@ class MemoryEncoder(nn.Module):
 
 
 def _export_session(spec: GraphSpec, example: Sequence[np.ndarray], folder: Path):
-    path = folder / f"{spec.name}.onnx"
-    export_onnx(spec.module, [torch.from_numpy(np.ascontiguousarray(a)) for a in example], path,
-                input_names=list(spec.inputs), output_names=list(spec.outputs), dynamic_axes=spec.dynamic_axes)
-    session = inference_session(path)
+    session = inference_session(spec.export(dict(zip(spec.inputs, example)), folder / f"{spec.name}.onnx"))
     return lambda feeds: dict(zip(spec.outputs, session.run(list(spec.outputs), dict(feeds))))
 
 
@@ -70,9 +66,9 @@ def verify_vqvae(case: Case) -> list[Row]:
     logits = case.io["logits"]
     per_token = np.ascontiguousarray(logits.reshape(*logits.shape[:2], -1).transpose(0, 2, 1))  # (B, N, K)
     plan = [  # (spec, input array, case output name)
-        (graph_spec("vqvae_encoder", VQVAEEncoder(vqvae)), case.io["depth"], "indices"),
-        (graph_spec("vqvae_index_decoder", VQVAEIndexDecoder(vqvae)), case.io["indices"], "decoded"),
-        (graph_spec("vqvae_soft_decoder", VQVAESoftDecoder(vqvae)), per_token, "decoded_soft"),
+        (VQVAE_ENCODER.spec({"vqvae": vqvae}), case.io["depth"], "indices"),
+        (VQVAE_INDEX_DECODER.spec({"vqvae": vqvae}), case.io["indices"], "decoded"),
+        (VQVAE_SOFT_DECODER.spec({"vqvae": vqvae}), per_token, "decoded_soft"),
     ]
     torch_out: dict[str, np.ndarray] = {}
     onnx_out: dict[str, np.ndarray] = {}
@@ -105,7 +101,7 @@ def _decoder_sessions(model: ARTransformer, src: np.ndarray, task_id: int, folde
     opened under ONNX Runtime."""
     memory = GraphSpec("memory_encoder", MemoryEncoder(model).eval(), ["src"], ["cross_k", "cross_v"],
                        {"src": {0: "batch"}, "cross_k": {1: "batch"}, "cross_v": {1: "batch"}})
-    step = graph_spec("decoder_step", DecoderStep(model, task_id))
+    step = decoder_step_graph(task_id).spec({"transformer": model})
     with torch.no_grad():
         cross_k, cross_v = (t.numpy() for t in memory.module(torch.from_numpy(src)))
     cache = np.zeros((model.num_layers, src.shape[0], model.nhead, 1, model.head_dim), np.float32)
@@ -194,7 +190,7 @@ def insseg_runtime(case: Case, transformer: ARTransformer, vqvae: VQVAE) -> tupl
     config = _instance_config(case, transformer)
     scale, size = _image_geometry(case)
     feats = case.io["feats"]
-    mask_decoder = graph_spec("mask_soft_decoder", VQVAESoftDecoder(vqvae))
+    mask_decoder = MASK_SOFT_DECODER.spec({"vqvae": vqvae})
     code_example = np.zeros((1, config.mask_tokens, vqvae._vq_vae._embedding.shape[0]), np.float32)
     with tempfile.TemporaryDirectory(prefix="verify-") as tmp:
         run_memory, run_step = _decoder_sessions(transformer, feats, INSSEG_TASK, Path(tmp))

@@ -177,17 +177,6 @@ class ModalityEncoder(nn.Module):
         return embedding.mean(dim=1) if x.dim() >= CLIP_RANK else embedding
 
 
-class EncodeGraph(nn.Module):
-    """The per-item graph for ONNX: :meth:`ModalityEncoder.encode`, clip averaging left to the runtime."""
-
-    def __init__(self, encoder: ModalityEncoder):
-        super().__init__()
-        self.encoder = encoder
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder.encode(x)
-
-
 def build_encoder(modality: str, config: Mapping[str, Any] | None = None) -> ModalityEncoder:
     """The ``modality`` encoder of ``ImageBindModel(**config)`` (official defaults for missing arguments).
 

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 
 from export.checkpoint import load_checkpoint
-from export.imagebind.components import encoder_spec
+from export.imagebind.graphs import encoder_graph
 from export.imagebind.model import CLIP_RANK, VIDEO_PAD_FRAMES, build_encoder
-from export.onnx_io import export_onnx, run_onnx
+from export.onnx_io import run_onnx
 from export.golden import Case, Row, score, verify_clip_tokenizer
 from runtime.imagebind.pipeline import average_clips
 from runtime.imagebind.preprocess import clip_sample_bounds, load_and_transform_audio, load_and_transform_vision
@@ -41,11 +41,10 @@ def verify_encoder(case: Case) -> list[Row]:
     with torch.no_grad():
         tensor = torch.from_numpy(np.ascontiguousarray(x))
         torch_out = {"embedding": encoder(tensor).numpy(), "head_output": encoder.head_output(tensor).numpy()}
-    spec = encoder_spec(encoder, with_head=True)
+    spec = encoder_graph(modality, with_head=True).spec(encoder)
     items, batch, clips = _item_feed(modality, x)
     with tempfile.TemporaryDirectory(prefix="verify-") as tmp:
-        path = export_onnx(spec.module, [torch.from_numpy(items)], Path(tmp) / f"{spec.name}.onnx",
-                           input_names=spec.inputs, output_names=spec.outputs, dynamic_axes=spec.dynamic_axes)
+        path = spec.export({modality: items}, Path(tmp) / f"{spec.name}.onnx")
         found = run_onnx(path, {modality: items})
     head = found["head_output"]
     onnx_out = {"embedding": average_clips(found["embedding"], [clips] * batch),

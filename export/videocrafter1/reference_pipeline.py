@@ -14,12 +14,13 @@ import torch
 import torch.nn.functional as F
 
 from runtime.tokenizer import ClipTokenizer
+from runtime.videocrafter1.constants import DiffusionSchedule, VideoConstants
 
 
-def ddim_tables(steps: int, eta: float, sampler: dict) -> dict[str, torch.Tensor]:
+def ddim_tables(steps: int, eta: float, diffusion: DiffusionSchedule) -> dict[str, torch.Tensor]:
     """alphas, alphas_prev, sigmas, UNet timesteps and (I2V) scales of the uniform DDIM schedule."""
-    num = sampler["num_timesteps"]
-    betas = torch.linspace(sampler["linear_start"] ** 0.5, sampler["linear_end"] ** 0.5, num, dtype=torch.float64) ** 2
+    d, num = diffusion, diffusion.num_timesteps
+    betas = torch.linspace(d.linear_start ** 0.5, d.linear_end ** 0.5, num, dtype=torch.float64) ** 2
     alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
     timesteps = torch.arange(0, num, num // steps) + 1
     alphas = alphas_cumprod[timesteps]
@@ -27,10 +28,9 @@ def ddim_tables(steps: int, eta: float, sampler: dict) -> dict[str, torch.Tensor
     sigmas = eta * torch.sqrt((1 - alphas_prev) / (1 - alphas) * (1 - alphas / alphas_prev))
     tables = {"timesteps": timesteps, "alphas": alphas.float(), "alphas_prev": alphas_prev.float(),
               "sigmas": sigmas.float()}
-    if sampler.get("use_scale"):
-        tail = num - sampler["mid_step"] if sampler["fix_scale_bug"] else num
-        scale_arr = torch.cat([torch.linspace(sampler["scale_a"], sampler["scale_b"], sampler["mid_step"]),
-                               torch.full((tail,), float(sampler["scale_b"]))])
+    if d.use_scale:
+        tail = num - d.mid_step if d.fix_scale_bug else num
+        scale_arr = torch.cat([torch.linspace(d.scale_a, d.scale_b, d.mid_step), torch.full((tail,), float(d.scale_b))])
         tables["scale"] = scale_arr[timesteps]
         tables["scale_prev"] = torch.cat([scale_arr[:1], scale_arr[timesteps[:-1]]])
     return tables
@@ -38,9 +38,9 @@ def ddim_tables(steps: int, eta: float, sampler: dict) -> dict[str, torch.Tensor
 
 @torch.no_grad()
 def sample_latents(unet, context: torch.Tensor, uncond: torch.Tensor, x_T: torch.Tensor, *, steps: int, eta: float,
-                   guidance_scale: float, sampler: dict, rng: np.random.Generator,
+                   guidance_scale: float, diffusion: DiffusionSchedule, rng: np.random.Generator,
                    fps: torch.Tensor | None = None) -> torch.Tensor:
-    tables = ddim_tables(steps, eta, sampler)
+    tables = ddim_tables(steps, eta, diffusion)
     extra = () if fps is None else (fps,)
     x = x_T
     for index in reversed(range(len(tables["timesteps"]))):
@@ -84,39 +84,40 @@ def clip_preprocess(frames: torch.Tensor, size: int, mean, std) -> torch.Tensor:
     return (unit - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
 
 
-def image_context(modules: dict, image_rgb: np.ndarray | None, pipeline: dict) -> torch.Tensor:
+def image_context(modules: dict, image_rgb: np.ndarray | None, constants: VideoConstants) -> torch.Tensor:
     """Image context tokens of an HxWx3 uint8 image (official loader), or of the zeros image when None."""
-    spec = pipeline["image"]
+    spec = constants.image
     if image_rgb is None:
-        frames = torch.zeros(1, 3, spec["size"], spec["size"])
+        frames = torch.zeros(1, 3, spec.size, spec.size)
     else:
-        resized = cv2.resize(image_rgb.astype(np.float32), (pipeline["width"], pipeline["height"]),
+        resized = cv2.resize(image_rgb.astype(np.float32), (constants.width, constants.height),
                              interpolation=cv2.INTER_LINEAR)
         frames = (torch.from_numpy(resized).permute(2, 0, 1)[None] / 255.0 - 0.5) * 2
-    pixels = clip_preprocess(frames, spec["size"], spec["mean"], spec["std"])
+    pixels = clip_preprocess(frames, spec.size, spec.mean, spec.std)
     return modules["image_proj"](modules["image_encoder"](pixels))
 
 
 @torch.no_grad()
-def generate_video_torch(modules: dict, pipeline: dict, prompt: str, *, steps: int, guidance_scale: float, eta: float,
-                         seed: int, frames: int, height: int, width: int, fps: int | None = None,
+def generate_video_torch(modules: dict, constants: VideoConstants, prompt: str, *, steps: int, guidance_scale: float,
+                         eta: float, seed: int, frames: int, height: int, width: int, fps: int | None = None,
                          image_rgb: np.ndarray | None = None) -> np.ndarray:
     """(T, H, W, 3) uint8 frames from the torch modules ``unet``, ``vae``, ``text_encoder`` (+ I2V parts)."""
     tokenizer = ClipTokenizer()
-    tokens = torch.from_numpy(tokenizer([prompt, pipeline["uncond_prompt"]], context_length=pipeline["context_length"]))
+    c = constants
+    tokens = torch.from_numpy(tokenizer([prompt, c.uncond_prompt], context_length=c.context_length))
     embedded = modules["text_encoder"](tokens)
     context, uncond = embedded[:1], embedded[1:]
-    if pipeline["mode"] == "i2v":
-        context = torch.cat([context, image_context(modules, image_rgb, pipeline)], dim=1)
-        uncond = torch.cat([uncond, image_context(modules, None, pipeline)], dim=1)
-    fps_tensor = torch.tensor([fps or pipeline["fps"]]) if pipeline["fps_cond"] else None
+    if c.mode == "i2v":
+        context = torch.cat([context, image_context(modules, image_rgb, c)], dim=1)
+        uncond = torch.cat([uncond, image_context(modules, None, c)], dim=1)
+    fps_tensor = torch.tensor([fps or c.fps]) if c.fps_cond else None
     rng = np.random.default_rng(seed)
-    f = pipeline["vae_factor"]
-    shape = (1, pipeline["latent_channels"], frames, height // f, width // f)
+    f = c.vae_factor
+    shape = (1, c.latent_channels, frames, height // f, width // f)
     x_T = torch.from_numpy(rng.standard_normal(shape, dtype=np.float32))
     latents = sample_latents(modules["unet"], context, uncond, x_T, steps=steps, eta=eta,
-                             guidance_scale=guidance_scale, sampler=pipeline["sampler"], rng=rng, fps=fps_tensor)
-    z = latents[0].permute(1, 0, 2, 3) / pipeline["scale_factor"]
+                             guidance_scale=guidance_scale, diffusion=c.sampling.diffusion, rng=rng, fps=fps_tensor)
+    z = latents[0].permute(1, 0, 2, 3) / c.scale_factor
     decoded = torch.cat([modules["vae"].decode(z[t:t + 1]) for t in range(frames)])
     pixels = (decoded.clamp(-1, 1) + 1) / 2 * 255
     return pixels.permute(0, 2, 3, 1).to(torch.uint8).numpy()

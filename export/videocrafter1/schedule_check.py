@@ -5,31 +5,25 @@ The official ``LatentDiffusion`` registers its DDPM tables as buffers, so a Ligh
 ``scale_arr`` beside the modules. A checkpoint fine-tuned with another schedule must not be
 sampled with the variant's: :func:`check_schedule` compares ``alphas_cumprod`` and
 ``scale_arr`` with the runtime's :class:`~runtime.videocrafter1.ddim.DDIMSchedule` for the
-bundle's sampler constants and refuses a mismatch, showing both values.
+bundle's diffusion schedule and refuses a mismatch, showing both values.
 """
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Mapping
 
 import numpy as np
 import torch
 
 from export.checkpoint import CheckpointError
-from runtime.videocrafter1.ddim import SCALE_KEYS, DDIMSchedule
-
-# The DDPM buffers of the official LatentDiffusion (scale_arr only with use_scale).
-DDPM_BUFFERS = ("betas", "alphas_cumprod", "alphas_cumprod_prev", "sqrt_alphas_cumprod",
-                "sqrt_one_minus_alphas_cumprod", "log_one_minus_alphas_cumprod", "sqrt_recip_alphas_cumprod",
-                "sqrt_recipm1_alphas_cumprod", "posterior_variance", "posterior_log_variance_clipped",
-                "posterior_mean_coef1", "posterior_mean_coef2", "scale_arr")
+from runtime.videocrafter1.constants import DiffusionSchedule
+from runtime.videocrafter1.ddim import DDIMSchedule
 
 
-def bundle_schedule(sampler: Mapping) -> DDIMSchedule:
-    """The schedule the runtime builds from a bundle's ``pipeline.sampler`` constants (any step count will do:
+def bundle_schedule(diffusion: DiffusionSchedule) -> DDIMSchedule:
+    """The schedule the runtime builds from a bundle's diffusion schedule (any step count will do:
     ``alphas_cumprod`` and ``scale_arr`` do not depend on it)."""
-    return DDIMSchedule.make(1, eta=0.0, linear_start=sampler["linear_start"], linear_end=sampler["linear_end"],
-                             num_timesteps=sampler["num_timesteps"],
-                             **{k: sampler[k] for k in SCALE_KEYS if k in sampler})
+    return DDIMSchedule.make(1, eta=0.0, **asdict(diffusion))
 
 
 def _mismatch(name: str, stored: torch.Tensor, expected: np.ndarray | None) -> str | None:
@@ -50,12 +44,11 @@ def _mismatch(name: str, stored: torch.Tensor, expected: np.ndarray | None) -> s
             f"bundle schedule {expected[i]:.8g} (largest difference {error.max():.3g})")
 
 
-def check_schedule(state: Mapping[str, torch.Tensor], sampler: Mapping, *, what: str) -> list[str]:
+def check_schedule(state: Mapping[str, torch.Tensor], diffusion: DiffusionSchedule, *, what: str) -> list[str]:
     """Compare the checkpoint's ``alphas_cumprod`` and ``scale_arr`` (when present) with the bundle's schedule;
     raise :class:`CheckpointError` on a mismatch. Returns the names of the buffers checked."""
-    schedule = bundle_schedule(sampler)
-    settings = ", ".join(f"{k} {sampler[k]}" for k in ("linear_start", "linear_end", "num_timesteps", *SCALE_KEYS)
-                         if k in sampler)
+    schedule = bundle_schedule(diffusion)
+    settings = ", ".join(f"{k} {v}" for k, v in diffusion.to_dict().items())
     expected = {"alphas_cumprod": schedule.alphas_cumprod.astype(np.float64),
                 "scale_arr": None if schedule.scale_arr is None else schedule.scale_arr.astype(np.float64)}
     checked, problems = [], []

@@ -4,6 +4,11 @@
 ``state_dict`` keys are the official ones (checkpoint prefix
 ``model.diffusion_model.`` stripped). ``forward(x, timesteps, context, fps)``
 maps latents ``(B, C, T, h, w)`` to the predicted noise of the same shape.
+
+T2V-Turbo's UNet (``time_cond_proj_dim``, ``motion_cond_proj_dim``) is the same network plus
+bias-free projections of a guidance-scale embedding (``timestep_cond``) and, for T2V-Turbo v2, of a
+motion-guidance embedding (``motion_cond``): their sum (or, with both, ``combine_proj`` of the pair)
+is added to the timestep sinusoid before ``time_embed``.
 """
 from __future__ import annotations
 
@@ -72,7 +77,7 @@ class UNetModel(nn.Module):
                  tempspatial_aware=False, temporal_attention=True, temporal_selfatt_only=True,
                  use_relative_position=True, use_causal_attention=False, temporal_length=None, use_fp16=False,
                  addition_attention=False, use_image_attention=False, temporal_transformer_depth=1,
-                 fps_cond=False, **unknown):
+                 fps_cond=False, time_cond_proj_dim=None, motion_cond_proj_dim=None, **unknown):
         super().__init__()
         if unknown:
             raise ValueError(f"UNetModel got arguments that VideoCrafter1's UNetModel does not have: "
@@ -82,6 +87,8 @@ class UNetModel(nn.Module):
         del use_checkpoint  # gradient checkpointing only changes training memory
         self.model_channels = model_channels
         self.fps_cond = fps_cond
+        self.time_cond_proj_dim = time_cond_proj_dim
+        self.motion_cond_proj_dim = motion_cond_proj_dim
         self.addition_attention = addition_attention
         embed_dim = model_channels * 4
         self._res = dict(emb_channels=embed_dim, dropout=dropout, use_scale_shift_norm=use_scale_shift_norm)
@@ -98,6 +105,12 @@ class UNetModel(nn.Module):
         self.time_embed = _embedding_mlp(model_channels, embed_dim)
         if fps_cond:
             self.fps_embedding = _embedding_mlp(model_channels, embed_dim)
+        # T2V-Turbo: registered here, as the official code does, so state_dict and LoRA orders are official
+        if time_cond_proj_dim is not None:
+            self.time_cond_proj = nn.Linear(time_cond_proj_dim, model_channels, bias=False)
+        if motion_cond_proj_dim is not None:
+            self.motion_cond_proj = nn.Linear(motion_cond_proj_dim, model_channels, bias=False)
+            self.combine_proj = nn.Linear(2 * model_channels, model_channels, bias=False)
         self.input_blocks = nn.ModuleList(
             [TimestepEmbedSequential(nn.Conv2d(in_channels, model_channels, 3, padding=1))])
         if addition_attention:
@@ -155,19 +168,43 @@ class UNetModel(nn.Module):
             layers.append(TemporalTransformer(ch, heads, dim_head, **self._temporal))
         return layers
 
-    def embedding(self, timesteps: torch.Tensor, fps: torch.Tensor | None) -> torch.Tensor:
-        """Timestep embedding ``(B, 4*model_channels)``, plus the fps embedding when fps_cond."""
-        emb = self.time_embed(timestep_embedding(timesteps, self.model_channels))
+    def condition(self, timestep_cond: torch.Tensor | None, motion_cond: torch.Tensor | None):
+        """T2V-Turbo's projected conditions ``(B, model_channels)`` added to the timestep sinusoid, or None."""
+        if timestep_cond is None:
+            if motion_cond is not None:
+                raise ValueError("motion_cond needs timestep_cond (the official UNet asserts it); found only "
+                                 "motion_cond")
+            return None
+        if self.time_cond_proj_dim is None:
+            raise ValueError("timestep_cond given, but this UNet has no time_cond_proj (build it with "
+                             "time_cond_proj_dim, as T2V-Turbo's config does)")
+        cond = self.time_cond_proj(timestep_cond)
+        if motion_cond is None:
+            return cond
+        if self.motion_cond_proj_dim is None:
+            raise ValueError("motion_cond given, but this UNet has no motion_cond_proj (build it with "
+                             "motion_cond_proj_dim, as T2V-Turbo v2's config does)")
+        return self.combine_proj(torch.cat([cond, self.motion_cond_proj(motion_cond)], dim=1))
+
+    def embedding(self, timesteps: torch.Tensor, fps: torch.Tensor | None, timestep_cond: torch.Tensor | None = None,
+                  motion_cond: torch.Tensor | None = None) -> torch.Tensor:
+        """Timestep embedding ``(B, 4*model_channels)`` (with T2V-Turbo's conditions added to its sinusoid),
+        plus the fps embedding when fps_cond."""
+        t_emb = timestep_embedding(timesteps, self.model_channels)
+        cond = self.condition(timestep_cond, motion_cond)
+        emb = self.time_embed(t_emb if cond is None else t_emb + cond)
         if self.fps_cond:
             fps = torch.full_like(timesteps, DEFAULT_FPS) if fps is None else fps
             emb = emb + self.fps_embedding(timestep_embedding(fps, self.model_channels))
         return emb
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
-                fps: torch.Tensor | None = None) -> torch.Tensor:
-        """``x (B, C, T, h, w)``, ``timesteps (B,)``, ``context (B, L, D)``, ``fps (B,)`` -> eps like ``x``."""
+                fps: torch.Tensor | None = None, timestep_cond: torch.Tensor | None = None,
+                motion_cond: torch.Tensor | None = None) -> torch.Tensor:
+        """``x (B, C, T, h, w)``, ``timesteps (B,)``, ``context (B, L, D)``, ``fps (B,)``, T2V-Turbo's
+        ``timestep_cond (B, time_cond_proj_dim)`` and ``motion_cond (B, motion_cond_proj_dim)`` -> eps like ``x``."""
         batch, frames = x.shape[0], x.shape[2]
-        emb = _per_frame(self.embedding(timesteps, fps), frames)
+        emb = _per_frame(self.embedding(timesteps, fps, timestep_cond, motion_cond), frames)
         context = _per_frame(context, frames)
         h = to_frames(x)
         skips = []

@@ -2,54 +2,75 @@
 from __future__ import annotations
 
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from export.checkpoint import load_checkpoint
-from export.graphs import GraphSpec
-from export.onnx_io import export_onnx
+from export.checkpoint import load_checkpoint, meta_parameters, read_checkpoint
 from runtime.backends.onnxrt import inference_session
 from export.golden import Case, Row, score, verify_clip_tokenizer, verify_graphs
-from export.videocrafter1 import components as vc
-from runtime.videocrafter1.ddim import SCALE_KEYS, DDIMSchedule
+from export.videocrafter1.graphs import (IMAGE_ENCODER, IMAGE_PROJ, TEXT_ENCODER, VAE_DECODER, VAE_ENCODER,
+                                         UNET_CONDITIONS, ImageEncoderSpec, ImageProjSpec, TextEncoderSpec,
+                                         UNetSpec, VAESpec, example_unet_inputs, unet_graph)
+from export.videocrafter1.lora import LORA_RANK, merge_lora_, read_lora
+from export.videocrafter1.verify_lcm import HANDLERS as LCM_HANDLERS
+from runtime.videocrafter1.constants import SCALE_KEYS, DiffusionSchedule
+from runtime.videocrafter1.ddim import DDIMSchedule
 from runtime.videocrafter1.sampling import denoise, make_sampler
 
 
+def _conditions(case: Case) -> tuple[str, ...]:
+    """The UNet's optional inputs (fps, T2V-Turbo's conditions) that the case feeds."""
+    return tuple(name for name in case.inputs if name in UNET_CONDITIONS)
+
+
 def verify_unet(case: Case) -> list[Row]:
-    unet = vc.build_unet(case.config)
-    return verify_graphs(case, unet, [vc.unet_spec(unet, "fps" in case.inputs)])
+    unet = UNetSpec.construct(case.config)
+    return verify_graphs(case, unet, [unet_graph(_conditions(case)).spec(unet)])
+
+
+def verify_lora_merge(case: Case) -> list[Row]:
+    """T2V-Turbo v1: the official LoRA list (the case's ``lora_file``) merged into the case's base UNet weights
+    as the export merges it, then one UNet step in torch and under ONNX Runtime."""
+    config = case.config["unet"]
+    with meta_parameters():
+        targets = UNetSpec.construct(config)
+    state = read_checkpoint(case.weights)
+    lora = read_lora(case.root / case.config.get("lora_file", "unet_lora.pt"))
+    merge_lora_(state, targets, lora, what=f"{case.name} LoRA", rank=case.config.get("lora_rank", LORA_RANK))
+    unet = UNetSpec.construct(config)
+    return verify_graphs(case, unet, [unet_graph(_conditions(case)).spec(unet)], state=state)
 
 
 def verify_vae(case: Case) -> list[Row]:
-    vae = vc.build_vae(case.config)
-    return verify_graphs(case, vae, [vc.vae_encoder_spec(vae), vc.vae_decoder_spec(vae)])
+    vae = VAESpec.construct(case.config)
+    return verify_graphs(case, vae, [VAE_ENCODER.spec(vae), VAE_DECODER.spec(vae)])
 
 
 def verify_text_encoder(case: Case) -> list[Row]:
-    encoder = vc.build_text_encoder(case.config)
-    return verify_graphs(case, encoder, [vc.text_encoder_spec(encoder)])
+    encoder = TextEncoderSpec.construct(case.config)
+    return verify_graphs(case, encoder, [TEXT_ENCODER.spec(encoder)])
 
 
 def verify_image_encoder(case: Case) -> list[Row]:
-    encoder = vc.build_image_encoder(case.config)
-    return verify_graphs(case, encoder, [vc.image_encoder_spec(encoder)])
+    encoder = ImageEncoderSpec.construct(case.config)
+    return verify_graphs(case, encoder, [IMAGE_ENCODER.spec(encoder)])
 
 
 def verify_image_proj(case: Case) -> list[Row]:
-    resampler = vc.build_image_proj(case.config)
-    return verify_graphs(case, resampler, [vc.image_proj_spec(resampler)])
+    resampler = ImageProjSpec.construct(case.config)
+    return verify_graphs(case, resampler, [IMAGE_PROJ.spec(resampler)])
 
 
-def _sampler_constants(config: dict) -> dict:
-    """A case's model settings as a bundle's sampler constants."""
-    return {"linear_start": config["linear_start"], "linear_end": config["linear_end"],
-            "num_timesteps": config["timesteps"], **{k: config[k] for k in SCALE_KEYS if k in config}}
+def _diffusion(config: dict) -> DiffusionSchedule:
+    """A case's model settings as a bundle's diffusion schedule."""
+    return DiffusionSchedule(linear_start=config["linear_start"], linear_end=config["linear_end"],
+                             num_timesteps=config["timesteps"], **{k: config[k] for k in SCALE_KEYS if k in config})
 
 
 def _schedule(config: dict, steps: int, eta: float) -> DDIMSchedule:
-    return DDIMSchedule.make(steps, eta=eta, **_sampler_constants(config))
+    return DDIMSchedule.make(steps, eta=eta, **asdict(_diffusion(config)))
 
 
 def verify_schedule(case: Case) -> list[Row]:
@@ -82,30 +103,28 @@ def _sample_with(run_unet, case: Case) -> dict[str, np.ndarray]:
         eps = run_unet(feeds)
         return eps[:batch], eps[batch:]
 
-    sampler = make_sampler("ddim", _sampler_constants(config), config["steps"], eta=config["eta"],
+    sampler = make_sampler("ddim", _diffusion(config), config["steps"], eta=config["eta"],
                            rng=np.random.default_rng(case.seed))
     latent = denoise(predict, case.io["x_T"], sampler, guidance_scale=config["guidance_scale"])
     return {"latent": latent}
 
 
 def verify_sample(case: Case) -> list[Row]:
-    unet = load_checkpoint(vc.build_unet(case.config["unet"]), case.weights, what=f"unet ({case.name})")
-    spec: GraphSpec = vc.unet_spec(unet, "fps" in case.inputs)
+    unet = load_checkpoint(UNetSpec.construct(case.config["unet"]), case.weights, what=f"unet ({case.name})")
+    spec = unet_graph(_conditions(case)).spec(unet)
     rows = [score(case, "torch", _sample_with(lambda feeds: spec.run_torch(feeds)["eps"], case))]
     with tempfile.TemporaryDirectory(prefix="verify-") as tmp:
-        path = Path(tmp) / "unet.onnx"
-        example = vc.example_unet_inputs(case.config["unet"], batch=2, frames=case.io["x_T"].shape[2],
-                                         height=case.io["x_T"].shape[3], width=case.io["x_T"].shape[4],
-                                         context_length=case.io["context"].shape[1])
-        export_onnx(spec.module, [torch.from_numpy(example[n]) for n in spec.inputs], path, input_names=spec.inputs,
-                    output_names=spec.outputs, dynamic_axes=spec.dynamic_axes)
-        session = inference_session(path)
+        example = example_unet_inputs(case.config["unet"], batch=2, frames=case.io["x_T"].shape[2],
+                                      height=case.io["x_T"].shape[3], width=case.io["x_T"].shape[4],
+                                      context_length=case.io["context"].shape[1])
+        session = inference_session(spec.export(example, Path(tmp) / "unet.onnx"))
         rows.append(score(case, "onnx", _sample_with(lambda feeds: session.run(["eps"], feeds)[0], case)))
     return rows
 
 
 HANDLERS = {
     "unet3d": verify_unet,
+    "lora.merge": verify_lora_merge,
     "vae": verify_vae,
     "openclip.text.penultimate": verify_text_encoder,
     "openclip.vision.tokens": verify_image_encoder,
@@ -113,4 +132,5 @@ HANDLERS = {
     "openclip.tokenizer": verify_clip_tokenizer,
     "ddim.schedule": verify_schedule,
     "ddim.sample": verify_sample,
+    **LCM_HANDLERS,
 }

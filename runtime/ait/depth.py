@@ -22,11 +22,14 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from runtime.bundle import Bundle, BundleError
+from runtime.backends import Backend
+from runtime.bundle import Bundle
 from runtime.images import load_rgb
 from runtime.arrays import softmax
 from runtime.progress import ProgressBar
-from runtime.backends import OwnsSessions, pipeline_for
+from runtime.ait.constants import DepthConstants
+from runtime.ait.task import TaskPipeline
+from runtime.pipeline import pipeline_for
 
 StepFn = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
 
@@ -73,30 +76,22 @@ def window_starts(width: int, height: int, shift_size: int) -> list[int]:
     return [i * interval for i in range(shift_size)]
 
 
-def open_task_bundle(bundle: str | Path | Bundle, task: str, caller: str, variant_hint: str) -> Bundle:
-    """The AiT bundle of ``task`` ("depth" or "insseg"); any other bundle is refused, naming what it is."""
-    opened = bundle if isinstance(bundle, Bundle) else Bundle(bundle)
-    if opened.manifest.family != "ait" or opened.pipeline.get("task") != task:
-        raise BundleError(f"{opened.root} is a {opened.manifest.family} {opened.pipeline.get('task', '')} bundle; "
-                          f"{caller} needs an AiT {task} bundle (python -m export all, or python -m export ait "
-                          f"{variant_hint})")
-    return opened
+class DepthPipeline(TaskPipeline):
+    """The opened graphs, tables and constants of one AiT depth bundle (load once, estimate many).
 
+    Windows beyond what the graphs' profiles take in one call go through the AR loop in several batches;
+    ``memory="low"``: one graph in memory at a time.
+    """
 
-class DepthPipeline(OwnsSessions):
-    """The opened graphs, tables and constants of one AiT depth bundle (load once, estimate many)."""
+    task, entry, variant_hint = "depth", "estimate_depth", "..."
 
-    def __init__(self, bundle: str | Path | Bundle, *, backend: str = "auto"):
-        self.bundle = open_task_bundle(bundle, "depth", "estimate_depth", "...")
-        self.constants = c = self.bundle.pipeline
-        self.image_encoder = self._open(self.bundle, "image_encoder", backend)
-        self.decoder_step = self._open(self.bundle, "decoder_step", backend)
-        self.soft_decoder = self._open(self.bundle, "vqvae_soft_decoder", backend)
-        self.index_decoder = self._open(self.bundle, "vqvae_index_decoder", backend)
-        tables = c["tables"]
-        self.start_embedding = self.bundle.array(tables["start_embedding"])
-        self.code_embeddings = self.bundle.array(tables["depth_code_embeddings"])
-        self.depth_slice = tuple(int(v) for v in c["vocabulary"]["depth_slice"])
+    def __init__(self, bundle: str | Path | Bundle, *, backend: str | Backend = "auto", memory: str = "normal"):
+        super().__init__(bundle, backend=backend, memory=memory)
+        self.constants = c = DepthConstants.of(self.bundle)
+        self.open("image_encoder", "decoder_step", "vqvae_soft_decoder", "vqvae_index_decoder")
+        self.start_embedding = self.bundle.array(c.tables.start_embedding)
+        self.code_embeddings = self.bundle.array(c.tables.depth_code_embeddings)
+        self.depth_slice = c.vocabulary.depth_slice
 
     def pixels(self, image: Any, height: int, width: int) -> np.ndarray:
         """Any image -> (1, 3, height, width) float32 RGB in [0, 1] (bilinear resize, no mean/std)."""
@@ -106,42 +101,48 @@ class DepthPipeline(OwnsSessions):
     def tokens(self, images: np.ndarray, *, soft: bool = True, progress: bool = False
                ) -> tuple[np.ndarray, np.ndarray]:
         """(N, 3, S, S) pixels -> depth-slice logits (N, T, K) and codes (N, T) of the AR loop."""
-        steps = self.constants["token_length"]
-        encoded = self.image_encoder.run({"image": images})
+        steps = self.constants.token_length
+        encoded = self.run("image_encoder", {"image": images})
         bar = ProgressBar("depth tokens", steps) if progress else None
         return depth_ar_loop(
-            self.decoder_step.run, encoded["cross_k"], encoded["cross_v"], start_embedding=self.start_embedding,
+            self.session("decoder_step").run, encoded["cross_k"], encoded["cross_v"],
+            start_embedding=self.start_embedding,
             code_embeddings=self.code_embeddings, depth_slice=self.depth_slice, steps=steps, soft=soft, progress=bar)
 
     def solve(self, images: np.ndarray, *, soft: bool = True, progress: bool = False) -> np.ndarray:
-        """(N, 3, S, S) pixels -> (N, S, S) depth, without any test-time augmentation."""
+        """(N, 3, S, S) pixels -> (N, S, S) depth, without any test-time augmentation; in batches as large as
+        the image encoder's and decoder step's profiles take."""
+        batch = self.batch_limit("image_encoder", "decoder_step") or len(images)
+        if len(images) > batch:
+            return np.concatenate([self.solve(images[start:start + batch], soft=soft, progress=progress)
+                                   for start in range(0, len(images), batch)])
         logits, tokens = self.tokens(images, soft=soft, progress=progress)
         if soft:
-            return self.soft_decoder.run({"code_logits": logits})["depth"]
-        return self.index_decoder.run({"indices": tokens})["depth"]
+            return self.run("vqvae_soft_decoder", {"code_logits": logits})["depth"]
+        return self.run("vqvae_index_decoder", {"indices": tokens})["depth"]
 
     def estimate(self, image: Any, *, soft: bool = True, tta: bool = True, progress: bool = True) -> np.ndarray:
         """(H, W) float32 depth in metres at the input's size."""
         c = self.constants
         source = load_rgb(image)
-        size = c["image_size"]
+        size = c.image_size
         if not tta:
             depth = self.solve(self.pixels(source, size, size), soft=soft, progress=progress)[0]
         else:
-            depth = self.sliding_flip(self.pixels(source, *c["test_size"]), soft=soft, progress=progress)
-        depth = np.clip(depth, c["min_depth"], None)
+            depth = self.sliding_flip(self.pixels(source, *c.test_size), soft=soft, progress=progress)
+        depth = np.clip(depth, c.min_depth, None)
         return _bilinear(depth.astype(np.float32), *source.shape[:2])
 
     def sliding_flip(self, pixels: np.ndarray, *, soft: bool, progress: bool) -> np.ndarray:
         """The official shift-window + flip TTA on (1, 3, H, W) pixels -> (H, W) depth (before clipping)."""
         c = self.constants
         _, _, h, w = pixels.shape
-        starts = window_starts(w, h, c["shift_size"])
+        starts = window_starts(w, h, c.shift_size)
         windows = np.concatenate([pixels[..., x:x + h] for x in starts])
-        if c["flip_test"]:
+        if c.flip_test:
             windows = np.concatenate([windows, windows[..., ::-1]])
         solved = self.solve(np.ascontiguousarray(windows), soft=soft, progress=progress)
-        if c["flip_test"]:
+        if c.flip_test:
             half = len(solved) // 2
             solved = (solved[:half] + solved[half:, :, ::-1]) / np.float32(2.0)
         total, count = np.zeros((h, w), np.float32), np.zeros((h, w), np.float32)
@@ -152,13 +153,14 @@ class DepthPipeline(OwnsSessions):
 
 
 def estimate_depth(image: Any, *, bundle: str | Path | Bundle | DepthPipeline, soft: bool = True, tta: bool = True,
-                   progress: bool = True) -> np.ndarray:
+                   progress: bool = True, backend: str | Backend = "auto", memory: str = "normal") -> np.ndarray:
     """Depth in metres, (H, W) float32 at the input's size, as the official AiT inference computes it.
 
     ``image``: a path, a PIL image or an HxW / HxWx3 / HxWx4 uint8 array of any size.
     ``soft``: soft tokens and soft VQVAE decoding (the released setting) or hard argmax codes.
     ``tta``: the official sliding windows + horizontal flips at the bundle's test size; off, one
     pass on the image resized to the square model input.
+    ``backend`` and ``memory``: as for ``generate_video`` (used when ``bundle`` is not a pipeline already).
     """
-    with pipeline_for(bundle, DepthPipeline) as pipeline:
+    with pipeline_for(bundle, DepthPipeline, backend=backend, memory=memory) as pipeline:
         return pipeline.estimate(image, soft=soft, tta=tta, progress=progress)

@@ -34,12 +34,14 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from runtime.ait.depth import open_task_bundle
+from runtime.ait.constants import InstanceConstants
+from runtime.ait.task import TaskPipeline
 from runtime.arrays import softmax
+from runtime.backends import Backend
 from runtime.bundle import Bundle
 from runtime.images import load_rgb
 from runtime.progress import ProgressBar
-from runtime.backends import OwnsSessions, pipeline_for
+from runtime.pipeline import pipeline_for
 
 StepFn = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
 
@@ -197,33 +199,32 @@ class InstanceHead:
     ``run_step(feeds)``: the decoder-step graph; ``decode_masks(code_logits)``: (Q, mask_tokens, K) -> (Q, m, m).
     """
 
-    def __init__(self, constants: Mapping[str, Any], tables: Mapping[str, np.ndarray], run_step: StepFn,
+    def __init__(self, constants: InstanceConstants, tables: Mapping[str, np.ndarray], run_step: StepFn,
                  decode_masks: Callable[[np.ndarray], np.ndarray]):
         self.constants, self.run_step, self.decode_masks = constants, run_step, decode_masks
         self.start_embedding = tables["start_embedding"]
         self.vocabulary = tables["vocabulary_embeddings"]
-        v = constants["vocabulary"]
-        self.layout = TokenLayout(tuple(v["box_slice"]), tuple(v["class_slice"]), int(v["noise_label"]),
-                                  tuple(v["mask_slice"]), int(constants["mask_tokens"]))
+        v = constants.vocabulary
+        self.layout = TokenLayout(v.box_slice, v.class_slice, v.noise_label, v.mask_slice, constants.mask_tokens)
 
-    def sampler_top_p(self, top_p: float | None) -> float:
-        """The sampler's top_p: the bundle's (the released 0.3) when None; 0 keeps only the top token."""
+    def resolve_top_p(self, top_p: float | None) -> float:
+        """The top_p of the nucleus rule: the bundle's (the released 0.3) when None; 0 keeps only the top token."""
         if top_p is None:
-            return float(self.constants["top_p"])
+            return float(self.constants.top_p)
         if isinstance(top_p, bool) or not isinstance(top_p, numbers.Real) or not 0 <= top_p <= 1:
             raise ValueError(f"top_p must be a number in [0, 1] (0: only the top token, a deterministic run; "
-                             f"None: the bundle's {self.constants['top_p']}), found {top_p!r}")
+                             f"None: the bundle's {self.constants.top_p}), found {top_p!r}")
         return float(top_p)
 
     def tokens(self, cross_k: np.ndarray, cross_v: np.ndarray, *, seed: int = 0, top_p: float | None = None,
                progress: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The image encoder's cross keys/values -> object tokens, class scores and mask logits of the AR loop."""
         c = self.constants
-        top_p = self.sampler_top_p(top_p)
-        bar = ProgressBar("instance tokens", c["num_query"] * c["object_length"]) if progress else None
+        top_p = self.resolve_top_p(top_p)
+        bar = ProgressBar("instance tokens", c.num_query * c.object_length) if progress else None
         return instance_ar_loop(
             self.run_step, cross_k, cross_v, start_embedding=self.start_embedding, vocabulary=self.vocabulary,
-            layout=self.layout, num_objects=c["num_query"], top_p=top_p, soft=c["soft_transformer"],
+            layout=self.layout, num_objects=c.num_query, top_p=top_p, soft=c.soft_transformer,
             rng=np.random.default_rng(seed), progress=bar)
 
     def instances(self, tokens: np.ndarray, scores: np.ndarray, mask_logits: np.ndarray, *,
@@ -231,39 +232,41 @@ class InstanceHead:
         """One image's loop outputs -> boxes (``_get_bboxes_single``, ``rescale=True``: divided by the resize
         ``scale`` (x, y)), classes and masks soft-decoded and pasted at ``size`` (H, W) (``decode_mask``)."""
         c = self.constants
-        objects = tokens.reshape(c["num_query"], c["object_length"])
-        boxes = object_boxes(objects[:, :4], c["norm_val"], c["num_bins"], scale)
+        objects = tokens.reshape(c.num_query, c.object_length)
+        boxes = object_boxes(objects[:, :4], c.norm_val, c.num_bins, scale)
         masks64 = self.decode_masks(mask_logits)
-        masks = np.stack([paste_mask(m, b, *size, c["mask_threshold"]) for m, b in zip(masks64, boxes)])
+        masks = np.stack([paste_mask(m, b, *size, c.mask_threshold) for m, b in zip(masks64, boxes)])
         num_classes = self.layout.class_slice[1] - self.layout.class_slice[0]
         return Instances(boxes=boxes, scores=scores, classes=objects[:, 4].astype(np.int64), masks=masks,
                          num_classes=num_classes)
 
 
-class InstancePipeline(OwnsSessions):
-    """The opened graphs, tables and constants of one AiT insseg bundle (load once, segment many)."""
+class InstancePipeline(TaskPipeline):
+    """The opened graphs, tables and constants of one AiT insseg bundle (load once, segment many);
+    ``memory="low"``: one graph in memory at a time."""
 
-    def __init__(self, bundle: str | Path | Bundle, *, backend: str = "auto"):
-        self.bundle = open_task_bundle(bundle, "insseg", "segment_instances", "--variant ...inssegonly")
-        self.constants = c = self.bundle.pipeline
-        self.image_encoder = self._open(self.bundle, "image_encoder", backend)
-        self.decoder_step = self._open(self.bundle, "decoder_step", backend)
-        self.mask_decoder = self._open(self.bundle, "mask_soft_decoder", backend)
-        tables = {key: self.bundle.array(rel) for key, rel in c["tables"].items()}
-        self.head = InstanceHead(c, tables, self.decoder_step.run,
-                                 lambda logits: self.mask_decoder.run({"code_logits": logits})["masks"])
+    task, entry, variant_hint = "insseg", "segment_instances", "--variant ...inssegonly"
+
+    def __init__(self, bundle: str | Path | Bundle, *, backend: str | Backend = "auto", memory: str = "normal"):
+        super().__init__(bundle, backend=backend, memory=memory)
+        self.constants = c = InstanceConstants.of(self.bundle)
+        self.open("image_encoder", "decoder_step", "mask_soft_decoder")
+        tables = {"start_embedding": self.bundle.array(c.tables.start_embedding),
+                  "vocabulary_embeddings": self.bundle.array(c.tables.vocabulary_embeddings)}
+        self.head = InstanceHead(c, tables, lambda feeds: self.session("decoder_step").run(feeds),
+                                 lambda logits: self.run("mask_soft_decoder", {"code_logits": logits})["masks"])
 
     def pixels(self, rgb: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
         """HxWx3 uint8 -> (1, 3, S, S) normalised, padded pixels and the (x, y) resize scale."""
         import cv2
 
         c = self.constants
-        size, (h, w) = c["image_size"], rgb.shape[:2]
+        size, (h, w) = c.image_size, rgb.shape[:2]
         ratio = size / max(h, w)
         new_w, new_h = int(w * ratio + 0.5), int(h * ratio + 0.5)
         resized = cv2.resize(rgb, (new_w, new_h), interpolation=cv2.INTER_LINEAR).astype(np.float32)
-        norm = c["normalisation"]
-        resized = (resized - np.float32(norm["mean"])) / np.float32(norm["std"])
+        norm = c.normalisation
+        resized = (resized - np.float32(norm.mean)) / np.float32(norm.std)
         padded = np.zeros((size, size, 3), np.float32)
         padded[:new_h, :new_w] = resized
         return np.transpose(padded, (2, 0, 1))[None], (new_w / w, new_h / h)
@@ -271,7 +274,7 @@ class InstancePipeline(OwnsSessions):
     def tokens(self, pixels: np.ndarray, *, seed: int = 0, top_p: float | None = None, progress: bool = False
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(N, 3, S, S) pixels -> object tokens, class scores and mask logits of the AR loop."""
-        encoded = self.image_encoder.run({"image": pixels})
+        encoded = self.run("image_encoder", {"image": pixels})
         return self.head.tokens(encoded["cross_k"], encoded["cross_v"], seed=seed, top_p=top_p, progress=progress)
 
     def segment(self, image: Any, *, seed: int = 0, top_p: float | None = None, progress: bool = True) -> Instances:
@@ -282,14 +285,16 @@ class InstancePipeline(OwnsSessions):
 
 
 def segment_instances(image: Any, *, bundle: str | Path | Bundle | InstancePipeline, seed: int = 0,
-                      top_p: float | None = None, progress: bool = True) -> Instances:
+                      top_p: float | None = None, progress: bool = True, backend: str | Backend = "auto",
+                      memory: str = "normal") -> Instances:
     """Instances (boxes, scores, classes, masks at the input's size) as the official AiT insseg inference
     computes them; ``.official()`` gives its per-class (bbox_results, mask_results).
 
     ``image``: a path, a PIL image or an HxW / HxWx3 / HxWx4 uint8 array of any size.
     ``seed``: the top-p sampling stream (the same seed gives the same tokens).
-    ``top_p``: the nucleus sampler's mass in [0, 1]; None takes the bundle's (the released 0.3); 0 keeps only
+    ``top_p``: the nucleus rule's mass in [0, 1]; None takes the bundle's (the released 0.3); 0 keeps only
     the top token at every step, a deterministic run that does not depend on ``seed``.
+    ``backend`` and ``memory``: as for ``generate_video`` (used when ``bundle`` is not a pipeline already).
     """
-    with pipeline_for(bundle, InstancePipeline) as pipeline:
+    with pipeline_for(bundle, InstancePipeline, backend=backend, memory=memory) as pipeline:
         return pipeline.segment(image, seed=seed, top_p=top_p, progress=progress)

@@ -5,21 +5,20 @@ dtypes, shape ranges) before the backend sees them, and checks its outputs for
 NaN/Inf so an FP16 overflow is reported with the component's name; that is
 :class:`BaseSession`, which each backend module (``onnxrt``, ``trt``, ``ov``) subclasses
 with its ``_infer``. Sessions are context managers; ``close()`` frees what the
-backend holds. Backends are named in one table and imported only when used.
+backend holds. Backends are named in one table and imported only when used. Which
+sessions a pipeline holds, when they open and close, is the pipeline layer's
+(:mod:`runtime.pipeline`).
 """
 from __future__ import annotations
 
-import contextlib
 import importlib
-import time
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Iterator, Mapping, Protocol
+from typing import Any, ClassVar, Mapping, Protocol
 
 import numpy as np
 
 from runtime.backends.auto import auto_choice
 from runtime.bundle import Bundle, BundleError, Component
-from runtime.heap import trim
 
 _NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16, "int64": np.int64, "int32": np.int32}
 
@@ -197,85 +196,3 @@ def open_session(bundle: Bundle, name: str, *, backend: str | Backend = "onnxrun
         return session
     cls = backend_class(backend)
     return cls(bundle, name, **options, **_memory_option(cls, memory))
-
-
-class OneAtATime:
-    """The sessions of a low-memory pipeline: each opened on first use, and at most one open at a time."""
-
-    def __init__(self):
-        self.current: "LazySession | None" = None
-
-    def switch_to(self, session: "LazySession") -> None:
-        if self.current is not None and self.current is not session:
-            self.current.close()
-        self.current = session
-
-
-class LazySession:
-    """A component opened when it is first run and closed as soon as another component of its group runs
-    (or the pipeline closes): a sampler's steps keep the UNet open, the next component frees it."""
-
-    def __init__(self, bundle: Bundle, name: str, backend: str | Backend, group: OneAtATime):
-        self.component = bundle.component(name)
-        self._open = lambda: open_session(bundle, name, backend=backend, memory="low")
-        self._group = group
-        self._session: BaseSession | None = None
-        self.switch_s = 0.0  # seconds its runs spent freeing the previous component and opening this one
-
-    @property
-    def is_open(self) -> bool:
-        return self._session is not None
-
-    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        start = time.perf_counter()
-        self._group.switch_to(self)
-        if self._session is None:
-            self._session = self._open()
-        self.switch_s += time.perf_counter() - start
-        return self._session.run(feeds)
-
-    def close(self) -> None:
-        """Free the component, and hand the heap pages it held back to the OS (:func:`runtime.heap.trim`)."""
-        if self._session is not None:
-            self._session.close()
-            self._session = None
-            trim()
-
-
-class OwnsSessions:
-    """Mixin for a pipeline: the sessions it opens with ``_open`` are closed by ``close()`` and by ``with``.
-
-    ``memory="low"`` (for 8 GB devices) opens each component on first use and frees it when the next one
-    runs, so only one component's weights are held at a time; components are then opened again per call.
-    """
-
-    def _open(self, bundle: Bundle, name: str, backend: str | Backend,
-              memory: str = "normal") -> BaseSession | LazySession:
-        if check_memory(memory) == "low":
-            group = self.__dict__.setdefault("_one_at_a_time", OneAtATime())
-            session = LazySession(bundle, name, backend, group)
-        else:
-            session = open_session(bundle, name, backend=backend)
-        self.__dict__.setdefault("_owned_sessions", []).append(session)
-        return session
-
-    def close(self) -> None:
-        for session in self.__dict__.pop("_owned_sessions", []):
-            session.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-@contextlib.contextmanager
-def pipeline_for(bundle: Any, pipeline_class: type, **options) -> Iterator[Any]:
-    """``bundle`` itself when it is already a ``pipeline_class`` (the caller keeps it open), else a new one
-    opened on it and closed when the block ends."""
-    if isinstance(bundle, pipeline_class):
-        yield bundle
-        return
-    with pipeline_class(bundle, **options) as pipeline:
-        yield pipeline

@@ -1,23 +1,34 @@
-"""The Triton backend: a component served by a Triton Inference Server behind the ``Session`` interface.
+"""The Triton backend: a component served by Triton Inference Servers behind the ``Session`` interface.
 
 ``TritonSession`` is the client (``tritonclient``, HTTP or gRPC by the url's scheme):
 ``Backend("triton", url="grpc://host:8001")`` makes every pipeline run its components on the
-server while the sampler, AR loop and preprocessing stay here. ``BlsSession`` is the same inside
-the server: the repository's pipeline model (``python -m engines triton``) runs a pipeline with it
-through business-logic scripting. Both name a component's model as the repository does:
-``<family>-<variant>-<component>`` (:func:`model_name`). Server failures (down, unknown model,
-refused request, timeout) are :class:`BundleError`s naming the url, the model and what to do.
+server while the sampler, AR loop and preprocessing stay here; ``url=[url1, url2]`` spreads the calls
+over identical servers in turn (``runtime.serving.PipelineClient`` calls a bundle's pipeline model
+instead: one call, one whole result). ``BlsSession`` is the same inside the server: the repository's
+pipeline model (``python -m engines triton``) runs a pipeline with it through business-logic scripting.
+All name a component's model as the repository does: ``<family>-<variant>-<component>`` (:func:`model_name`).
+
+Every request carries an id that errors name and the answer must echo. A server that is busy
+(:class:`ServerBusy`: its queue for the model is full) or unavailable (:class:`ServerUnavailable`:
+down, stopping, restarting) is retried with backoff (``retry=``, a :class:`Retry`), on the next server
+when there are several; other failures (unknown model, refused request, a call past ``timeout``) are
+:class:`BundleError`s at once, naming the url, the model, the request and what to do.
 """
 from __future__ import annotations
 
-import threading
-from typing import Any
-from urllib.parse import urlsplit
+import itertools
+import uuid
+from typing import Any, Sequence
 
 import numpy as np
 
 from runtime.backends.base import BaseSession
+from runtime.backends.triton_servers import (Retry, Server, ServerBusy, ServerUnavailable, Servers, answered, reason,
+                                             split_url, trouble_in)
 from runtime.bundle import Bundle, BundleError, Component, Manifest
+
+__all__ = ["BlsSession", "Retry", "ServerBusy", "ServerUnavailable", "TritonSession",
+           "max_batch_size", "model_name", "model_prefix", "split_url"]
 
 TRITON_DTYPES = {"float32": "FP32", "float16": "FP16", "int64": "INT64", "int32": "INT32"}
 PIPELINE_MODEL = "pipeline"  # the repository's pipeline model is <prefix>pipeline
@@ -60,129 +71,76 @@ class _Wire:
         return {n: a.reshape(-1) if n in self._column else a for n, a in outputs.items()}
 
 
-def split_url(url: str) -> tuple[str, str]:
-    """``(protocol, host:port)`` of ``http://host:port``, ``grpc://host:port`` or a bare ``host:port`` (HTTP)."""
-    parts = urlsplit(url if "://" in url else f"http://{url}")
-    if parts.scheme not in ("http", "grpc") or not parts.netloc:
-        raise BundleError(f"Triton url {url!r}: expected http://HOST:PORT or grpc://HOST:PORT")
-    return parts.scheme, parts.netloc
-
-
-def _reason(exc: BaseException) -> str:
-    text = exc.message() if callable(getattr(exc, "message", None)) else str(exc)
-    return (text or type(exc).__name__).strip().splitlines()[0][:400]
-
-
 class TritonSession(BaseSession):
-    """A component run by a Triton server's model of the same name (see the module docstring).
+    """A component run by Triton servers' model of the same name (see the module docstring).
 
-    ``url``: ``http://HOST:PORT`` (default port 8000) or ``grpc://HOST:PORT`` (8001). ``prefix``:
-    the model-name prefix if the repository was written with another one. ``timeout``: seconds any
-    one call may take before it fails (connect, readiness, inference).
+    ``url``: ``http://HOST:PORT`` (default port 8000) or ``grpc://HOST:PORT`` (8001), or a list of urls of
+    identical servers, called in turn. ``prefix``: the model-name prefix if the repository was written
+    with another one. ``timeout``: seconds any one call may take (connect, readiness, inference).
+    ``retry``: how calls that a server is too busy for, or unavailable for, are tried again.
     """
 
-    options = frozenset({"url", "prefix", "timeout"})
+    options = frozenset({"url", "prefix", "timeout", "retry"})
     label = "Triton"
 
-    def __init__(self, bundle: Bundle, name: str, *, url: str = DEFAULT_URL, prefix: str | None = None,
-                 timeout: float = 60.0):
+    def __init__(self, bundle: Bundle, name: str, *, url: str | Sequence[str] = DEFAULT_URL,
+                 prefix: str | None = None, timeout: float = 60.0, retry: Retry = Retry()):
         super().__init__(bundle.component(name))
-        self.protocol, address = split_url(url)
-        self.url, self.model, self.timeout = url, model_name(bundle.manifest, name, prefix), float(timeout)
-        try:
-            if self.protocol == "grpc":
-                import tritonclient.grpc as client
-            else:
-                import tritonclient.http as client
-        except ImportError as exc:
-            raise BundleError("backend 'triton' needs tritonclient: pip install 'edge-deploy[triton]'") from exc
-        self._api, self._address, self._wire = client, address, _Wire(self.component)
-        self._call = {"client_timeout": self.timeout} if self.protocol == "grpc" else {}
-        self._local = threading.local()
-        self._check_model()
-
-    @property
-    def _client(self):
-        """This thread's client: tritonclient's HTTP client is gevent-based and must stay in its thread."""
-        client = getattr(self._local, "client", None)
-        if client is None:
-            if self.protocol == "grpc":
-                client = self._api.InferenceServerClient(self._address)
-            else:
-                client = self._api.InferenceServerClient(self._address, connection_timeout=self.timeout,
-                                                         network_timeout=self.timeout)
-            self._local.client = client
-        return client
-
-    def _fail(self, what: str, exc: BaseException) -> BundleError:
-        return BundleError(f"{self.component.name}: Triton server at {self.url} {what} model '{self.model}' "
-                           f"({type(exc).__name__}: {_reason(exc)})")
-
-    def _check_model(self) -> None:
-        try:
-            live = self._client.is_server_live(**self._call)
-        except Exception as exc:  # tritonclient raises its own, socket and gevent errors alike when unreachable
-            raise BundleError(f"{self.component.name}: no Triton server reachable at {self.url} "
-                              f"({type(exc).__name__}: {_reason(exc)}); start one (docs/serving.md) "
-                              "or pass the right url") from exc
-        try:
-            ready = live and self._client.is_model_ready(self.model, **self._call)
-            models = [] if ready else [m["name"] if isinstance(m, dict) else m.name for m in self._repository()]
-        except Exception as exc:
-            raise self._fail("did not answer about", exc) from exc
-        if not ready:
-            raise BundleError(
-                f"{self.component.name}: the Triton server at {self.url} has no ready model '{self.model}'; it serves "
-                f"{', '.join(sorted(models)) or 'nothing'}. Write the repository with `python -m engines triton "
-                f"BUNDLE --out REPO` from this bundle (or pass prefix= if it was written with another one)")
-        served = self._tensors()
+        self.servers = Servers(url, timeout=timeout, retry=retry)
+        self.model, self._wire = model_name(bundle.manifest, name, prefix), _Wire(self.component)
+        self._ids, self._tag = itertools.count(1), uuid.uuid4().hex[:8]
+        self.servers.check_ready(self.model, self.component.name)
         wanted = {kind: [(t.name, TRITON_DTYPES[t.dtype]) for t in specs]
                   for kind, specs in (("inputs", self.component.inputs), ("outputs", self.component.outputs))}
-        if served != wanted:
-            raise BundleError(
-                f"{self.component.name}: model '{self.model}' at {self.url} has tensors {served}, this bundle's "
-                f"component has {wanted}; the repository was written from another bundle: write it again with "
-                "`python -m engines triton BUNDLE --out REPO`")
+        for index, url in enumerate(self.servers.urls):
+            served = self._tensors(index)
+            if served != wanted:
+                raise BundleError(
+                    f"{self.component.name}: model '{self.model}' at {url} has tensors {served}, this bundle's "
+                    f"component has {wanted}; the repository was written from another bundle: write it again with "
+                    "`python -m engines triton BUNDLE --out REPO`")
 
-    def _tensors(self) -> dict[str, list[tuple[str, str]]]:
-        """The served model's (name, datatype) of its inputs and outputs."""
+    def _tensors(self, index: int) -> dict[str, list[tuple[str, str]]]:
+        """Server ``index``'s model's (name, datatype) of its inputs and outputs."""
+        server = self.servers.server(index)
         try:
-            metadata = self._client.get_model_metadata(self.model, **self._call)
+            metadata = server.client.get_model_metadata(self.model, **server.options)
         except Exception as exc:
-            raise self._fail("did not describe", exc) from exc
-        if self.protocol == "grpc":
-            return {kind: [(t.name, t.datatype) for t in getattr(metadata, kind)] for kind in ("inputs", "outputs")}
-        return {kind: [(t["name"], t["datatype"]) for t in metadata[kind]] for kind in ("inputs", "outputs")}
-
-    def _repository(self) -> list[Any]:
-        index = self._client.get_model_repository_index(**self._call)
-        return list(index.models) if self.protocol == "grpc" else list(index)
+            raise BundleError(f"{self.component.name}: Triton server at {server.url} did not describe model "
+                              f"'{self.model}' ({type(exc).__name__}: {reason(exc)})") from exc
+        if isinstance(metadata, dict):
+            return {kind: [(t["name"], t["datatype"]) for t in metadata[kind]] for kind in ("inputs", "outputs")}
+        return {kind: [(t.name, t.datatype) for t in getattr(metadata, kind)] for kind in ("inputs", "outputs")}
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        inputs = []
-        sent = self._wire.send(feeds)
-        for spec in self.component.inputs:
-            tensor = self._api.InferInput(spec.name, list(sent[spec.name].shape), TRITON_DTYPES[spec.dtype])
-            tensor.set_data_from_numpy(sent[spec.name])
-            inputs.append(tensor)
-        names = [spec.name for spec in self.component.outputs]
-        outputs = [self._api.InferRequestedOutput(n) for n in names]
-        try:
-            result = self._client.infer(self.model, inputs, outputs=outputs, **self._call)
-        except Exception as exc:
-            raise self._fail("refused or failed a request to", exc) from exc
+        sent, names = self._wire.send(feeds), [spec.name for spec in self.component.outputs]
+        request_id = f"{self.component.name}-{self._tag}-{next(self._ids)}"
+        what = f"{self.component.name}: request {request_id} to model '{self.model}'"
+
+        def send(server: Server) -> Any:
+            inputs = []
+            for spec in self.component.inputs:
+                tensor = server.api.InferInput(spec.name, list(sent[spec.name].shape), TRITON_DTYPES[spec.dtype])
+                tensor.set_data_from_numpy(sent[spec.name])
+                inputs.append(tensor)
+            outputs = [server.api.InferRequestedOutput(n) for n in names]
+            return answered(server.client.infer(self.model, inputs, outputs=outputs, request_id=request_id,
+                                                 **server.options), request_id, what)
+
+        result = self.servers.call(send, request=what)
         return self._wire.receive({n: result.as_numpy(n) for n in names})
 
     def _release(self) -> None:
-        """Close this thread's client (the others end with their threads)."""
-        client = getattr(self._local, "client", None)
-        if client is not None:
-            client.close()
-        self._local = threading.local()
+        """Close this thread's connections (the others end with their threads)."""
+        self.servers.close()
 
 
 class BlsSession(BaseSession):
-    """A component run by another model of the same Triton server, from inside a Python-backend model."""
+    """A component run by another model of the same Triton server, from inside a Python-backend model.
+
+    A call the server could not take (the component's queue full, the component unloaded while the server
+    stops) raises :class:`ServerBusy` / :class:`ServerUnavailable`, which the pipeline model answers with
+    Triton's UNAVAILABLE code, so that the client retries it."""
 
     options = frozenset({"prefix"})
 
@@ -199,5 +157,8 @@ class BlsSession(BaseSession):
                                             inputs=[self._pb.Tensor(n, a) for n, a in self._wire.send(feeds).items()])
         response = request.exec()
         if response.has_error():
-            raise BundleError(f"{self.component.name}: model '{self.model}' failed: {response.error().message()}")
+            error = response.error()
+            status = "UNAVAILABLE" if error.code() == self._pb.TritonError.UNAVAILABLE else ""
+            raise (trouble_in(status, error.message()) or BundleError)(
+                f"{self.component.name}: model '{self.model}' failed: {error.message()}")
         return self._wire.receive({n: self._pb.get_output_tensor_by_name(response, n).as_numpy() for n in names})

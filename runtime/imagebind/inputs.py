@@ -12,17 +12,20 @@ thermal    same as depth
 imu        a ``(6, 2000)`` float array (accelerometer xyz, gyroscope xyz)
 =========  ==========================================================================
 
-The constants come from the bundle manifest's ``pipeline.modalities.<m>.preprocess``.
+The settings come from the bundle's constants, ``ImageBindConstants.modalities[m].preprocess``
+(:mod:`runtime.imagebind.constants`).
 """
 from __future__ import annotations
 
 import os
 import wave
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
+from runtime.constants import Constants
+from runtime.imagebind.constants import AudioPreprocess, VisionPreprocess
 from runtime.imagebind.preprocess import (as_depth_input, as_imu_input, as_thermal_input, load_and_transform_audio,
                                           load_and_transform_vision)
 from runtime.tokenizer import ClipTokenizer
@@ -30,9 +33,10 @@ from runtime.tokenizer import ClipTokenizer
 _PCM_SCALE = {1: 128.0, 2: 32768.0, 4: 2147483648.0}
 
 
-def prepare(modality: str, items: Sequence[Any], constants: Mapping[str, Any],
+def prepare(modality: str, items: Sequence[Any], preprocess: Constants,
             tokenizer: ClipTokenizer | None = None) -> tuple[np.ndarray, list[int]]:
-    """The graph feed for ``items`` (all clips of all items stacked) and the clip count of each item."""
+    """The graph feed for ``items`` (all clips of all items stacked) and the clip count of each item;
+    ``preprocess``: the modality's preprocessing constants."""
     if isinstance(items, (str, bytes, os.PathLike)) or not isinstance(items, Sequence):
         raise TypeError(f"expected a list of {modality} items, found {type(items).__name__}; wrap one item in a list")
     if not items:
@@ -41,25 +45,26 @@ def prepare(modality: str, items: Sequence[Any], constants: Mapping[str, Any],
         bad = [type(t).__name__ for t in items if not isinstance(t, str)]
         if bad:
             raise TypeError(f"expected text items to be strings, found {bad}")
-        return tokenizer(list(items), context_length=constants["context_length"]), [1] * len(items)
+        return tokenizer(list(items), context_length=preprocess.context_length), [1] * len(items)
     if modality == "audio":
-        clips = [audio_clips(item, constants) for item in items]
+        clips = [audio_clips(item, preprocess) for item in items]
         return np.concatenate(clips), [len(c) for c in clips]
-    loaders = {"vision": lambda item: vision_clip(item, constants), "depth": lambda item: single_channel(item, "depth"),
+    loaders = {"vision": lambda item: vision_clip(item, preprocess),
+               "depth": lambda item: single_channel(item, "depth"),
                "thermal": lambda item: single_channel(item, "thermal"), "imu": as_imu_input}
     if modality not in loaders:
         raise ValueError(f"unknown modality {modality!r}; expected one of vision, text, audio, depth, thermal, imu")
     return np.stack([loaders[modality](item) for item in items]), [1] * len(items)
 
 
-def vision_clip(image, constants: Mapping[str, Any]) -> np.ndarray:
+def vision_clip(image, preprocess: VisionPreprocess) -> np.ndarray:
     """One image -> ``(3, frames, 224, 224)``: the normalised image repeated to the stem's frames."""
-    pixels = load_and_transform_vision(image, resize=constants["resize"], center_crop=constants["crop"],
-                                       mean=tuple(constants["mean"]), std=tuple(constants["std"]))
-    return np.repeat(pixels[:, None], constants["frames"], axis=1)
+    pixels = load_and_transform_vision(image, resize=preprocess.resize, center_crop=preprocess.crop,
+                                       mean=preprocess.mean, std=preprocess.std)
+    return np.repeat(pixels[:, None], preprocess.frames, axis=1)
 
 
-def audio_clips(item, constants: Mapping[str, Any]) -> np.ndarray:
+def audio_clips(item, preprocess: AudioPreprocess) -> np.ndarray:
     """One audio item -> ``(clips, 1, mel, frames)`` with the official loader's parameters."""
     if isinstance(item, (str, os.PathLike)):
         waveform, rate = read_audio(item)
@@ -68,17 +73,17 @@ def audio_clips(item, constants: Mapping[str, Any]) -> np.ndarray:
             raise ValueError(f"expected an audio pair (waveform, sample_rate), found a tuple of {len(item)}")
         waveform, rate = item
     else:
-        waveform, rate = np.asarray(item), constants["sample_rate"]
+        waveform, rate = np.asarray(item), preprocess.sample_rate
         if waveform.ndim != 1:
             raise ValueError(f"expected a bare audio array to be 1-D (taken as {rate} Hz), found shape "
                              f"{waveform.shape}; pass (waveform, sample_rate) for multi-channel audio")
     if int(rate) != rate or rate <= 0:
         raise ValueError(f"expected a positive integer sample rate, found {rate!r}")
     return load_and_transform_audio(
-        np.asarray(waveform), int(rate), num_mel_bins=constants["num_mel_bins"],
-        target_length=constants["target_length"], target_sample_rate=constants["sample_rate"],
-        clip_duration=constants["clip_duration"], clips_per_video=constants["clips_per_video"],
-        mean=constants["mean"], std=constants["std"])
+        np.asarray(waveform), int(rate), num_mel_bins=preprocess.num_mel_bins,
+        target_length=preprocess.target_length, target_sample_rate=preprocess.sample_rate,
+        clip_duration=preprocess.clip_duration, clips_per_video=preprocess.clips_per_video,
+        mean=preprocess.mean, std=preprocess.std)
 
 
 def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:

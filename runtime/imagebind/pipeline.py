@@ -18,20 +18,15 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from runtime.backends import Backend
 from runtime.bundle import Bundle, BundleError
+from runtime.imagebind.constants import ImageBindConstants, ModalityConstants
 from runtime.imagebind.inputs import prepare
 from runtime.arrays import softmax
-from runtime.backends import OwnsSessions, pipeline_for
+from runtime.pipeline import Pipeline, pipeline_for
 from runtime.tokenizer import ClipTokenizer
 
 MODALITIES = ("vision", "text", "audio", "depth", "thermal", "imu")
-
-
-def _open(bundle: str | Path | Bundle) -> Bundle:
-    opened = bundle if isinstance(bundle, Bundle) else Bundle(bundle)
-    if opened.manifest.family != "imagebind":
-        raise BundleError(f"{opened.root} is a {opened.manifest.family} bundle; embed needs an imagebind bundle")
-    return opened
 
 
 def average_clips(per_clip: np.ndarray, counts: Sequence[int]) -> np.ndarray:
@@ -44,42 +39,43 @@ def average_clips(per_clip: np.ndarray, counts: Sequence[int]) -> np.ndarray:
     return np.stack([per_clip[a:b].mean(axis=0) for a, b in zip(edges[:-1], edges[1:])]).astype(np.float32)
 
 
-class EmbeddingPipeline(OwnsSessions):
+class EmbeddingPipeline(Pipeline):
     """The opened encoder graphs and preprocessing constants of one ImageBind bundle.
 
-    ``modalities`` limits which graphs are opened (default: every one in the bundle).
+    ``modalities`` limits which graphs are opened (default: every one in the bundle); :attr:`sessions` holds
+    them by component name (``vision_encoder``, ...). More items than an encoder's profile takes in one
+    call run in several calls. ``memory="low"``: one encoder in memory at a time.
     """
 
-    def __init__(self, bundle: str | Path | Bundle, *, backend: str = "auto",
-                 modalities: Sequence[str] | None = None):
-        self.bundle = _open(bundle)
-        self.constants = self.bundle.pipeline
-        available = self.constants["modalities"]
+    family, entry = "imagebind", "embed"
+
+    def __init__(self, bundle: str | Path | Bundle, *, backend: str | Backend = "auto",
+                 modalities: Sequence[str] | None = None, memory: str = "normal"):
+        super().__init__(bundle, backend=backend, memory=memory)
+        self.constants = ImageBindConstants.of(self.bundle)
+        available = self.constants.modalities
         chosen = list(available) if modalities is None else list(modalities)
         missing = [m for m in chosen if m not in available]
         if missing:
             raise BundleError(f"{self.bundle.root} has no encoder for {missing}; it has {list(available)}")
-        self.sessions = {m: self._open(self.bundle, available[m]["component"], backend) for m in chosen}
+        self.modalities = tuple(chosen)
+        self.open(*(available[m].component for m in chosen))
         text = available.get("text")
-        self.tokenizer = ClipTokenizer(self.bundle.file(text["preprocess"]["tokenizer"])) if text else None
-
-    @property
-    def modalities(self) -> tuple[str, ...]:
-        return tuple(self.sessions)
+        self.tokenizer = ClipTokenizer(self.bundle.file(text.preprocess.tokenizer)) if text else None
 
     def logit_scale(self, modality: str) -> float:
-        return float(self._spec(modality)["logit_scale"])
+        return float(self._spec(modality).logit_scale)
 
-    def _spec(self, modality: str) -> Mapping[str, Any]:
-        if modality not in self.sessions:
+    def _spec(self, modality: str) -> ModalityConstants:
+        if modality not in self.modalities:
             raise ValueError(f"no {modality!r} encoder opened; expected one of {self.modalities}")
-        return self.constants["modalities"][modality]
+        return self.constants.modalities[modality]
 
     def embed_modality(self, modality: str, items: Sequence[Any]) -> np.ndarray:
         """``(len(items), D)`` float32 embeddings of one modality's items."""
         spec = self._spec(modality)
-        feed, counts = prepare(modality, items, spec["preprocess"], self.tokenizer)
-        per_clip = self.sessions[modality].run({spec["input"]: feed})["embedding"]
+        feed, counts = prepare(modality, items, spec.preprocess, self.tokenizer)
+        per_clip = self.run(spec.component, {spec.input: feed})["embedding"]
         return average_clips(per_clip, counts)
 
     def embed(self, inputs: Mapping[str, Sequence[Any]]) -> dict[str, np.ndarray]:
@@ -98,9 +94,11 @@ class EmbeddingPipeline(OwnsSessions):
 
 
 def embed(inputs: Mapping[str, Sequence[Any]], *, bundle: str | Path | Bundle | EmbeddingPipeline,
-          backend: str = "auto") -> dict[str, np.ndarray]:
-    """``{modality: [items]}`` -> ``{modality: (N, D) float32}`` embeddings (see ``runtime.imagebind.inputs``)."""
-    with pipeline_for(bundle, EmbeddingPipeline, backend=backend, modalities=list(inputs)) as pipeline:
+          backend: str | Backend = "auto", memory: str = "normal") -> dict[str, np.ndarray]:
+    """``{modality: [items]}`` -> ``{modality: (N, D) float32}`` embeddings (see ``runtime.imagebind.inputs``).
+
+    ``backend`` and ``memory`` as for :class:`EmbeddingPipeline` (used when ``bundle`` is not one already)."""
+    with pipeline_for(bundle, EmbeddingPipeline, backend=backend, modalities=list(inputs), memory=memory) as pipeline:
         return pipeline.embed(inputs)
 
 
@@ -119,8 +117,12 @@ def zero_shot_probabilities(items: np.ndarray, label_texts: np.ndarray) -> np.nd
 
 
 def zero_shot(items: Sequence[Any], labels: Sequence[str], *, bundle: str | Path | Bundle | EmbeddingPipeline,
-              modality: str = "vision", template: str = "{}") -> np.ndarray:
-    with pipeline_for(bundle, EmbeddingPipeline, modalities=sorted({modality, "text"})) as pipeline:
+              modality: str = "vision", template: str = "{}", backend: str | Backend = "auto",
+              memory: str = "normal") -> np.ndarray:
+    """``(len(items), len(labels))`` probabilities of each label text for each item of ``modality``
+    (:meth:`EmbeddingPipeline.zero_shot`); ``backend`` and ``memory`` as for :class:`EmbeddingPipeline`."""
+    with pipeline_for(bundle, EmbeddingPipeline, modalities=sorted({modality, "text"}), backend=backend,
+                      memory=memory) as pipeline:
         return pipeline.zero_shot(items, labels, modality=modality, template=template)
 
 

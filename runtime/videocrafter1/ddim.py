@@ -4,12 +4,16 @@
 does (including its dtypes: the model keeps ᾱ as float32, ``alphas_prev`` and
 ``sigmas`` come out float64); ``ddim_step`` is one update of ``p_sample_ddim``
 in float32 with every per-step constant rounded to float32, as the official
-code's ``torch.full`` does (``sampling.DDIMSampler`` runs it in the sampler loop).
+code's ``torch.full`` does. :class:`DDIMSampler` runs it in the diffusers shape
+(``set_timesteps``, then ``step``) that ``sampling.denoise`` drives.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+
 import numpy as np
+
+from runtime.videocrafter1.constants import DiffusionSchedule
 
 
 def alphas_cumprod(linear_start: float, linear_end: float, num_timesteps: int) -> np.ndarray:
@@ -50,11 +54,6 @@ def ddim_sigmas(alphas: np.ndarray, alphas_prev: np.ndarray, eta: float) -> np.n
     reciprocal = (np.float32(1.0) / (np.float32(1.0) - alphas)).astype(np.float64)
     a = alphas.astype(np.float64)
     return eta * np.sqrt((1.0 - alphas_prev) * reciprocal * (1.0 - a / alphas_prev))
-
-
-# The model settings of the latent scale schedule (VideoCrafter1 I2V-512, VideoCrafter2), as the official
-# configs name them; a bundle's sampler constants carry those that apply.
-SCALE_KEYS = ("use_scale", "scale_a", "scale_b", "mid_step", "fix_scale_bug")
 
 
 def scale_array(scale_a: float, scale_b: float, mid_step: int, num_timesteps: int, fix_scale_bug: bool) -> np.ndarray:
@@ -153,3 +152,38 @@ def ddim_step(x: np.ndarray, eps: np.ndarray, schedule: DDIMSchedule, index: int
     if noise is not None:
         x_prev = x_prev + sigma * noise
     return x_prev
+
+
+class DDIMSampler:
+    """The official DDIM (``ddim_step`` on a ``DDIMSchedule``) in the diffusers shape, on a bundle's diffusion schedule.
+
+    With eta > 0 each step draws ``rng.standard_normal(x.shape, dtype=float32)``.
+    """
+
+    name = "ddim"
+
+    def __init__(self, diffusion: DiffusionSchedule, *, eta: float, rng: np.random.Generator | None = None):
+        if eta > 0 and rng is None:
+            raise ValueError(f"eta {eta} > 0 draws noise every step: pass rng=np.random.default_rng(seed)")
+        self.diffusion, self.eta, self.rng = diffusion, eta, rng
+        self.schedule: DDIMSchedule | None = None
+
+    def set_timesteps(self, steps: int) -> None:
+        """The official uniform schedule (which may have more than ``steps`` steps, see ``uniform_timesteps``)."""
+        self.schedule = DDIMSchedule.make(steps, eta=self.eta, **asdict(self.diffusion))
+        self.step_index = 0
+
+    @property
+    def timesteps(self) -> np.ndarray:
+        if self.schedule is None:
+            raise RuntimeError("ddim: call set_timesteps(steps) before sampling")
+        return self.schedule.timesteps[::-1]
+
+    def step(self, model_output: np.ndarray, t: int, sample: np.ndarray) -> np.ndarray:
+        index = self.schedule.num_steps - 1 - self.step_index
+        if index < 0 or int(t) != self.schedule.timesteps[index]:
+            raise ValueError(f"ddim: expected timestep {self.schedule.timesteps[index] if index >= 0 else 'none'}, "
+                             f"got {t}; call set_timesteps to restart")
+        noise = self.rng.standard_normal(sample.shape, dtype=np.float32) if self.eta > 0 else None
+        self.step_index += 1
+        return ddim_step(sample, model_output, self.schedule, index, noise)

@@ -10,10 +10,9 @@ the one before it stays second order too (it is at most 2 here anyway).
 """
 from __future__ import annotations
 
-from typing import Mapping
-
 import numpy as np
 
+from runtime.videocrafter1.constants import DiffusionSchedule
 from runtime.videocrafter1.multistep import MultistepSolver
 
 # diffusers' threshold below which lower_order_final changes the last step
@@ -21,14 +20,14 @@ LOWER_ORDER_FINAL_BELOW = 15
 
 
 class DPMSolverMultistep(MultistepSolver):
-    """DPM-Solver++ of order 1 or 2 on a bundle's sampler constants (see ``multistep.NoiseSchedule``)."""
+    """DPM-Solver++ of order 1 or 2 on a bundle's diffusion schedule (see ``multistep.NoiseSchedule``)."""
 
     name = "dpmpp"
     max_order = 2
 
-    def __init__(self, sampler: Mapping, *, order: int = 2, lower_order_final: bool = True,
+    def __init__(self, diffusion: DiffusionSchedule, *, order: int = 2, lower_order_final: bool = True,
                  euler_at_final: bool = False, spacing: str = "linspace", final: str = "sigma_min"):
-        super().__init__(sampler, order=order, lower_order_final=lower_order_final, spacing=spacing, final=final)
+        super().__init__(diffusion, order=order, lower_order_final=lower_order_final, spacing=spacing, final=final)
         self.euler_at_final = euler_at_final
 
     def _first_order_at_end(self) -> bool:

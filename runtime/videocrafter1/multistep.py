@@ -22,11 +22,12 @@ The per-step constants are float64; the arrays are updated in float32.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from runtime.videocrafter1.ddim import SCALE_KEYS, alphas_cumprod, scale_array
+from runtime.videocrafter1.constants import DiffusionSchedule
+from runtime.videocrafter1.ddim import alphas_cumprod, scale_array
 
 FINALS = ("sigma_min", "zero")
 SPACINGS = ("linspace", "leading")
@@ -63,22 +64,21 @@ class NoiseSchedule:
     lambdas: np.ndarray  # (S + 1,) log(α/σ) (+inf at a zero σ)
 
     @classmethod
-    def make(cls, sampler: Mapping, *, steps: int | None = None, timesteps: Sequence[int] | None = None,
+    def make(cls, diffusion: DiffusionSchedule, *, steps: int | None = None, timesteps: Sequence[int] | None = None,
              spacing: str = "linspace", final: str = "sigma_min") -> "NoiseSchedule":
-        """The schedule of a bundle's sampler constants (``linear_start``, ``linear_end``, ``num_timesteps``
-        and the scale keys where they apply) for ``steps`` timesteps spaced by ``spacing``, or the given
-        ``timesteps``."""
+        """The schedule of a bundle's diffusion schedule (its β and, with ``use_scale``, the latent scale) for
+        ``steps`` timesteps spaced by ``spacing``, or the given ``timesteps``."""
         if (steps is None) == (timesteps is None):
             raise ValueError("pass exactly one of steps= and timesteps=")
         if final not in FINALS:
             raise ValueError(f"final must be one of {', '.join(FINALS)}, got {final!r}")
-        num = sampler["num_timesteps"]
+        d, num = diffusion, diffusion.num_timesteps
         chosen = spaced_timesteps(steps, num, spacing) if timesteps is None else _checked_timesteps(timesteps, num)
-        cumprod = alphas_cumprod(sampler["linear_start"], sampler["linear_end"], num).astype(np.float64)
+        cumprod = alphas_cumprod(d.linear_start, d.linear_end, num).astype(np.float64)
         signal = np.sqrt(cumprod)
-        if sampler.get("use_scale"):
-            scale = {k: sampler[k] for k in SCALE_KEYS if k in sampler and k != "use_scale"}
-            signal = signal * scale_array(num_timesteps=num, **scale)[:num].astype(np.float64)
+        if d.use_scale:
+            scale = scale_array(d.scale_a, d.scale_b, d.mid_step, num, d.fix_scale_bug)
+            signal = signal * scale[:num].astype(np.float64)
         noise = np.sqrt(1.0 - cumprod)
         # the end point: timestep 0, or the clean latent (σ = 0, α = the scale at timestep 0)
         end_alpha, end_sigma = (signal[0], noise[0]) if final == "sigma_min" else (signal[0] / np.sqrt(cumprod[0]), 0.0)
@@ -106,17 +106,17 @@ class MultistepSolver:
     name = ""
     max_order = 1
 
-    def __init__(self, sampler: Mapping, *, order: int, lower_order_final: bool = True, spacing: str = "linspace",
-                 final: str = "sigma_min"):
+    def __init__(self, diffusion: DiffusionSchedule, *, order: int, lower_order_final: bool = True,
+                 spacing: str = "linspace", final: str = "sigma_min"):
         if not 1 <= order <= self.max_order:
             raise ValueError(f"{self.name}: order must be in [1, {self.max_order}], got {order}")
-        self.constants, self.order, self.lower_order_final = sampler, order, lower_order_final
+        self.diffusion, self.order, self.lower_order_final = diffusion, order, lower_order_final
         self.spacing, self.final = spacing, final
         self.schedule: NoiseSchedule | None = None
 
     def set_timesteps(self, steps: int | None = None, *, timesteps: Sequence[int] | None = None) -> None:
         """Build the schedule for ``steps`` spaced timesteps (or the given ones) and start a new run."""
-        self.schedule = NoiseSchedule.make(self.constants, steps=steps, timesteps=timesteps, spacing=self.spacing,
+        self.schedule = NoiseSchedule.make(self.diffusion, steps=steps, timesteps=timesteps, spacing=self.spacing,
                                            final=self.final)
         self.step_index = 0
         self.model_outputs: list[np.ndarray] = []  # x0 predictions, oldest first, at most ``order``

@@ -1,17 +1,24 @@
-"""The sampler loop and the sampler names the pipeline takes: the official DDIM (default) and the ODE solvers.
+"""The sampler loop and the samplers by name: the official DDIM (default), the ODE solvers and T2V-Turbo's LCM.
 
-Every sampler has the diffusers shape: ``timesteps`` (in sampling order) after
-``set_timesteps``, then ``step(model_output, t, sample)``; ``denoise`` runs one over
-an ε predictor with classifier-free guidance (both branches in one batch).
+A sampler is an object with the diffusers shape: ``timesteps`` (in sampling order) after
+``set_timesteps``, then ``step(model_output, t, sample)`` (:class:`~runtime.videocrafter1.ddim.DDIMSampler`,
+:class:`~runtime.videocrafter1.dpm_solver.DPMSolverMultistep`,
+:class:`~runtime.videocrafter1.unipc.UniPCMultistep`, :class:`~runtime.videocrafter1.lcm.LCMSampler`, whose
+model takes the guidance scale as an input and is run without a guidance branch). :data:`SAMPLERS` makes one by
+its name,
+``make_sampler`` sets its timesteps, and ``denoise`` runs it over an ε predictor with
+classifier-free guidance (both branches in one batch).
 """
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from typing import Callable
 
 import numpy as np
 
-from runtime.videocrafter1.ddim import SCALE_KEYS, DDIMSchedule, ddim_step, guided_eps
+from runtime.videocrafter1.constants import DiffusionSchedule
+from runtime.videocrafter1.ddim import DDIMSampler, guided_eps
 from runtime.videocrafter1.dpm_solver import DPMSolverMultistep
+from runtime.videocrafter1.lcm import LCMSampler, Noise
 from runtime.videocrafter1.unipc import UniPCMultistep
 
 # predict_eps(x, t) -> (eps_cond, eps_uncond); eps_uncond may be None when guidance_scale is 1.
@@ -20,75 +27,51 @@ EpsPredictor = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray | None]]
 StepCallback = Callable[[int, int, np.ndarray], object]
 
 
-class DDIMSampler:
-    """The official DDIM (``ddim.ddim_step`` on a ``DDIMSchedule``) in the diffusers shape.
-
-    With eta > 0 each step draws ``rng.standard_normal(x.shape, dtype=float32)``.
-    """
-
-    name = "ddim"
-
-    def __init__(self, sampler: Mapping, *, eta: float, rng: np.random.Generator | None = None):
-        if eta > 0 and rng is None:
-            raise ValueError(f"eta {eta} > 0 draws noise every step: pass rng=np.random.default_rng(seed)")
-        self.constants, self.eta, self.rng = sampler, eta, rng
-        self.schedule: DDIMSchedule | None = None
-
-    def set_timesteps(self, steps: int) -> None:
-        """The official uniform schedule (which may have more than ``steps`` steps, see ``ddim.uniform_timesteps``)."""
-        s = self.constants
-        self.schedule = DDIMSchedule.make(steps, eta=self.eta, linear_start=s["linear_start"],
-                                          linear_end=s["linear_end"], num_timesteps=s["num_timesteps"],
-                                          **{k: s[k] for k in SCALE_KEYS if k in s})
-        self.step_index = 0
-
-    @property
-    def timesteps(self) -> np.ndarray:
-        if self.schedule is None:
-            raise RuntimeError("ddim: call set_timesteps(steps) before sampling")
-        return self.schedule.timesteps[::-1]
-
-    def step(self, model_output: np.ndarray, t: int, sample: np.ndarray) -> np.ndarray:
-        index = self.schedule.num_steps - 1 - self.step_index
-        if index < 0 or int(t) != self.schedule.timesteps[index]:
-            raise ValueError(f"ddim: expected timestep {self.schedule.timesteps[index] if index >= 0 else 'none'}, "
-                             f"got {t}; call set_timesteps to restart")
-        noise = self.rng.standard_normal(sample.shape, dtype=np.float32) if self.eta > 0 else None
-        self.step_index += 1
-        return ddim_step(sample, model_output, self.schedule, index, noise)
-
-
-def _ddim(sampler, eta, rng):
-    return DDIMSampler(sampler, eta=eta, rng=rng)
+def _ddim(diffusion, eta, rng):
+    return DDIMSampler(diffusion, eta=eta, rng=rng)
 
 
 def _no_eta(factory):
-    def make(sampler, eta, rng):
+    def make(diffusion, eta, rng, **options):
         if eta:
-            raise ValueError(f"eta {eta} applies to the ddim sampler only; the ODE solvers take no eta "
+            raise ValueError(f"eta {eta} applies to the ddim sampler only; the ODE solvers and lcm take no eta "
                              "(pass None or 0)")
-        return factory(sampler)
+        return factory(diffusion, rng, **options)
     return make
 
 
-# name -> make(sampler constants, eta, rng)
+# sampler name -> make(diffusion schedule, eta, rng[, lcm's options]): a new sampler, its timesteps not set yet
 SAMPLERS = {
     "ddim": _ddim,
-    "dpmpp-2m": _no_eta(lambda s: DPMSolverMultistep(s, order=2)),
-    "unipc": _no_eta(lambda s: UniPCMultistep(s, order=2)),
+    "dpmpp-2m": _no_eta(lambda diffusion, rng: DPMSolverMultistep(diffusion, order=2)),
+    "unipc": _no_eta(lambda diffusion, rng: UniPCMultistep(diffusion, order=2)),
+    "lcm": _no_eta(lambda diffusion, rng, origin_steps, noise: LCMSampler(diffusion, origin_steps=origin_steps,
+                                                                          rng=rng, noise=noise)),
 }
+GUIDANCE_FREE = ("lcm",)  # samplers whose model takes the guidance scale as an input (no guidance branch)
 
 
-def make_sampler(name: str, sampler: Mapping, steps: int, *, eta: float | None = None,
-                 rng: np.random.Generator | None = None):
-    """The sampler ``name`` on a bundle's sampler constants, its timesteps set for ``steps``."""
+def make_sampler(name: str, diffusion: DiffusionSchedule, steps: int, *, eta: float | None = None,
+                 rng: np.random.Generator | None = None, lcm_origin_steps: int | None = None,
+                 noise: Noise | None = None):
+    """The sampler called ``name`` on a bundle's diffusion schedule, its timesteps set for ``steps``.
+
+    ``lcm`` also takes ``lcm_origin_steps`` (its timestep grid; required) and ``noise`` (the noise between
+    steps instead of draws from ``rng``, see :data:`~runtime.videocrafter1.lcm.Noise`); the others take neither.
+    """
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; expected one of {', '.join(SAMPLERS)}")
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):
         raise ValueError(f"steps must be an integer, got {steps!r}")
-    made = SAMPLERS[name](sampler, eta, rng)
-    made.set_timesteps(int(steps))
-    return made
+    if name == "lcm" and lcm_origin_steps is None:
+        raise ValueError("the lcm sampler needs lcm_origin_steps (a T2V-Turbo bundle's sampler constants "
+                         "carry it)")
+    if name != "lcm" and (noise is not None or lcm_origin_steps is not None):
+        raise ValueError(f"noise= and lcm_origin_steps apply to the lcm sampler only, not {name!r}")
+    options = {"origin_steps": lcm_origin_steps, "noise": noise} if name == "lcm" else {}
+    sampler = SAMPLERS[name](diffusion, eta, rng, **options)
+    sampler.set_timesteps(int(steps))
+    return sampler
 
 
 def denoise(predict_eps: EpsPredictor, x_T: np.ndarray, sampler, *, guidance_scale: float,

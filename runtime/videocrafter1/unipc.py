@@ -10,22 +10,21 @@ R = [r_k^(i−1)] and b_i = i!·φ_(i+1)(−h)/B(h).
 """
 from __future__ import annotations
 
-from typing import Mapping
-
 import numpy as np
 
+from runtime.videocrafter1.constants import DiffusionSchedule
 from runtime.videocrafter1.multistep import MultistepSolver
 
 
 class UniPCMultistep(MultistepSolver):
-    """UniPC (bh2, data prediction) of order 1 to 3 on a bundle's sampler constants."""
+    """UniPC (bh2, data prediction) of order 1 to 3 on a bundle's diffusion schedule."""
 
     name = "unipc"
     max_order = 3
 
-    def __init__(self, sampler: Mapping, *, order: int = 2, lower_order_final: bool = True,
+    def __init__(self, diffusion: DiffusionSchedule, *, order: int = 2, lower_order_final: bool = True,
                  disable_corrector: tuple[int, ...] = (), spacing: str = "linspace", final: str = "sigma_min"):
-        super().__init__(sampler, order=order, lower_order_final=lower_order_final, spacing=spacing, final=final)
+        super().__init__(diffusion, order=order, lower_order_final=lower_order_final, spacing=spacing, final=final)
         self.disable_corrector = tuple(disable_corrector)
 
     def set_timesteps(self, steps: int | None = None, *, timesteps=None) -> None:

@@ -35,8 +35,8 @@ def test_opened_with_defaults_the_decoder_step_runs_on_onnx_runtime_the_rest_on_
     """``backend="auto"`` (the default) follows the rule of docs/backends.md on a CPU with OpenVINO."""
     pytest.importorskip("openvino")
     pipeline = tiny[2]
-    labels = {name: getattr(pipeline, name).label for name in ("image_encoder", "decoder_step", "mask_decoder")}
-    assert labels == {"image_encoder": "OpenVINO", "decoder_step": "ONNX Runtime", "mask_decoder": "OpenVINO"}
+    labels = {name: session.label for name, session in pipeline.sessions.items()}
+    assert labels == {"image_encoder": "OpenVINO", "decoder_step": "ONNX Runtime", "mask_soft_decoder": "OpenVINO"}
 
 
 def official_loop(modules, pixels: np.ndarray, config: InstanceConfig, seed: int, top_p: float):
@@ -63,8 +63,8 @@ def test_released_config_and_manifest(tiny):
         assert VQVAE(**released.vqvae).tau == 1.0  # the instance vae_cfg sets no tau (the depth one: 0.8)
     config, modules, pipeline = tiny
     t, c = modules["transformer"], pipeline.constants
-    assert c["task"] == "insseg" and c["task_id"] == INSSEG_TASK and c["num_query"] == config.num_query
-    assert c["vocabulary"]["mask_slice"] == [t.mask_offset, t.mask_offset + config.vqvae["num_embeddings"]]
+    assert c.task == "insseg" and c.task_id == INSSEG_TASK and c.num_query == config.num_query
+    assert c.vocabulary.mask_slice == (t.mask_offset, t.mask_offset + config.vqvae["num_embeddings"])
     np.testing.assert_array_equal(pipeline.head.vocabulary, t.voc_embed.detach())
     np.testing.assert_array_equal(pipeline.head.start_embedding, t.det_embed[INSSEG_TASK].detach())
     assert set(pipeline.bundle.manifest.files) >= {"start_embedding.npy", "vocabulary_embeddings.npy"}
@@ -86,7 +86,7 @@ def test_runtime_loop_matches_official_torch_loop(tiny, seed):
 def test_mask_decoder_graph_matches_vqvae(tiny):
     config, modules, pipeline = tiny
     logits = np.random.default_rng(3).normal(size=(4, 16, config.vqvae["num_embeddings"])).astype(np.float32)
-    masks = pipeline.mask_decoder.run({"code_logits": logits})["masks"]
+    masks = pipeline.run("mask_soft_decoder", {"code_logits": logits})["masks"]
     with torch.no_grad():
         grid = torch.from_numpy(logits).transpose(1, 2).reshape(4, -1, 4, 4)
         ref = modules["vqvae"].decode_soft(grid).numpy()
@@ -126,6 +126,10 @@ def test_segment_instances_official_form(tiny):
         np.testing.assert_array_equal(dets[:, 4], result.scores[result.classes == label])
         assert len(masks) == len(dets)
     assert (segment_instances(IMAGE, bundle=pipeline, seed=0, progress=False).boxes == result.boxes).all()
+    again = segment_instances(IMAGE, bundle=pipeline.bundle.root, seed=0, progress=False, backend="onnxruntime",
+                              memory="low")
+    np.testing.assert_allclose(again.boxes, result.boxes, atol=1e-4)
+    np.testing.assert_array_equal(again.classes, result.classes)
 
 
 def test_bad_inputs_and_bundle_say_what_was_expected(tiny, tmp_path):

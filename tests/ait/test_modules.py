@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from export.ait.ar_transformer import ARTransformer
-from export.ait.graphs import (GRAPH_IO, DecoderStep, ImageEncoder, VQVAEEncoder, VQVAEIndexDecoder,
-                               VQVAEProbDecoder, VQVAESoftDecoder, depth_tables)
+from export.ait.graphs import (IMAGE_ENCODER, VQVAE_ENCODER, VQVAE_INDEX_DECODER,
+                               VQVAE_SOFT_DECODER, decoder_step_graph, depth_tables)
 from export.ait.swin import SwinV2TransformerRPE2FC
 from export.ait.vqvae import VQVAE
 from export.checkpoint import load_into, read_checkpoint
-from export.onnx_io import export_onnx, run_onnx
+from export.onnx_io import run_onnx
 from tests.paths import REFERENCE as REFERENCE_ROOT
 
 REFERENCE = REFERENCE_ROOT / "ait"
@@ -124,8 +124,9 @@ def test_cached_step_equals_uncached_prefix():
 
 # ---- ONNX graphs under ONNX Runtime -------------------------------------------------------
 
-def export(module, args, path, name):
-    return export_onnx(module, args, path, **GRAPH_IO[name])
+def export(spec, args, path):
+    """Trace the bundle graph ``spec`` on ``args`` (tensors, in its input order) into ``path``."""
+    return spec.export({name: arg.numpy() for name, arg in zip(spec.inputs, args)}, path)
 
 
 def test_onnx_image_encoder(tmp_path):
@@ -135,13 +136,13 @@ def test_onnx_image_encoder(tmp_path):
                                           num_decoder_layers=2, dim_feedforward=64, num_vocal=40,
                                           num_bins=10, num_classes=3, num_embeddings=8,
                                           num_embeddings_depth=16, dec_length=40, n_rows=4, n_cols=4)).eval()
-    graph = ImageEncoder(swin, transformer).eval()
+    graph = IMAGE_ENCODER.spec({"backbone": swin, "transformer": transformer})
     image = torch.from_numpy(io["image"])
-    path = export(graph, [image], tmp_path / "image_encoder.onnx", "image_encoder")
+    path = export(graph, [image], tmp_path / "image_encoder.onnx")
     batch = torch.cat([image, image.flip(-1)])  # a batch size other than the traced one
     got = run_onnx(path, {"image": batch.numpy()})
     with torch.no_grad():
-        want_k, want_v = graph(batch)
+        want_k, want_v = graph.module(batch)
         features = swin(batch)[-1]
     assert_close(features[:1], io["features"], case, "features")
     np.testing.assert_allclose(got["cross_k"], want_k.numpy(), atol=1e-4, rtol=1e-4)
@@ -157,17 +158,16 @@ def _step_feeds(model, past: int, batch: int, cross_k, cross_v, seed: int):
 
 def test_onnx_decoder_step_dynamic_past(tmp_path):
     model, _, io = load_case("ar_depth_soft")
-    step = DecoderStep(model).eval()
+    step = decoder_step_graph().spec({"transformer": model})
     with torch.no_grad():
         cross_k, cross_v = model.cross_kv(model.encode(torch.from_numpy(io["src"])))
-    path = export(step, _step_feeds(model, 3, 2, cross_k, cross_v, 0), tmp_path / "step.onnx", "decoder_step")
-    names = GRAPH_IO["decoder_step"]["input_names"]
+    path = export(step, _step_feeds(model, 3, 2, cross_k, cross_v, 0), tmp_path / "step.onnx")
     for past in (0, 5, 11):  # none equal to the traced past length
         feeds = _step_feeds(model, past, 2, cross_k, cross_v, past + 1)
-        got = run_onnx(path, {n: t.numpy() for n, t in zip(names, feeds)})
+        got = run_onnx(path, {n: t.numpy() for n, t in zip(step.inputs, feeds)})
         with torch.no_grad():
-            want = step(*feeds)
-        for name, ref in zip(GRAPH_IO["decoder_step"]["output_names"], want):
+            want = step.module(*feeds)
+        for name, ref in zip(step.outputs, want):
             np.testing.assert_allclose(got[name], ref.numpy(), atol=1e-5, rtol=1e-5, err_msg=f"{name} past={past}")
 
 
@@ -178,7 +178,7 @@ def test_onnx_decoder_loop_reproduces_golden(tmp_path, name):
     with torch.no_grad():
         cross_k, cross_v = (t.numpy() for t in model.cross_kv(model.encode(torch.from_numpy(io["src"]))))
     args = _step_feeds(model, 1, 2, torch.from_numpy(cross_k), torch.from_numpy(cross_v), 0)
-    path = export(DecoderStep(model).eval(), args, tmp_path / "step.onnx", "decoder_step")
+    path = export(decoder_step_graph().spec({"transformer": model}), args, tmp_path / "step.onnx")
     tables = depth_tables(model)
     lo, hi = tables["depth_slice"]
     batch = cross_k.shape[1]
@@ -205,21 +205,19 @@ def test_onnx_decoder_loop_reproduces_golden(tmp_path, name):
 def test_onnx_vqvae_decoders(tmp_path):
     vqvae, case, io = load_case("vqvae_depth")
     per_token = torch.from_numpy(io["logits"]).flatten(2).transpose(1, 2).contiguous()  # (B, N, K)
-    probs = torch.softmax(per_token * vqvae.tau, dim=-1)
     indices = torch.from_numpy(io["indices"])
-    cases = [("vqvae_soft_decoder", VQVAESoftDecoder, per_token, "decoded_soft"),
-             ("vqvae_prob_decoder", VQVAEProbDecoder, probs, "decoded_soft"),
-             ("vqvae_index_decoder", VQVAEIndexDecoder, indices, "decoded")]
-    for name, wrapper, arg, expected in cases:
-        path = export(wrapper(vqvae).eval(), [arg[:1]], tmp_path / f"{name}.onnx", name)  # traced at batch 1
-        got = run_onnx(path, {GRAPH_IO[name]["input_names"][0]: arg.numpy()})["depth"]
-        assert_close(got, io[expected], case, f"{name} (onnx)")
+    cases = [(VQVAE_SOFT_DECODER, per_token, "decoded_soft"), (VQVAE_INDEX_DECODER, indices, "decoded")]
+    for graph, arg, expected in cases:
+        spec = graph.spec({"vqvae": vqvae})
+        path = export(spec, [arg[:1]], tmp_path / f"{graph.name}.onnx")  # traced at batch 1
+        got = run_onnx(path, {spec.inputs[0]: arg.numpy()})["depth"]
+        assert_close(got, io[expected], case, f"{graph.name} (onnx)")
 
 
 def test_onnx_vqvae_encoder(tmp_path):
     vqvae, _, io = load_case("vqvae_depth")
     depth = torch.from_numpy(io["depth"])
-    path = export(VQVAEEncoder(vqvae).eval(), [depth[:1]], tmp_path / "vqvae_encoder.onnx", "vqvae_encoder")
+    path = export(VQVAE_ENCODER.spec({"vqvae": vqvae}), [depth[:1]], tmp_path / "vqvae_encoder.onnx")
     got = run_onnx(path, {"depth": io["depth"]})["indices"]
     assert got.dtype == np.int64
     np.testing.assert_array_equal(got, io["indices"])

@@ -27,10 +27,9 @@ def test_opened_with_defaults_the_decoder_step_runs_on_onnx_runtime_the_rest_on_
     """``backend="auto"`` (the default) follows the rule of docs/backends.md on a CPU with OpenVINO."""
     pytest.importorskip("openvino")
     pipeline = tiny[2]
-    labels = {name: getattr(pipeline, name).label
-              for name in ("image_encoder", "decoder_step", "soft_decoder", "index_decoder")}
-    assert labels == {"image_encoder": "OpenVINO", "decoder_step": "ONNX Runtime", "soft_decoder": "OpenVINO",
-                      "index_decoder": "OpenVINO"}
+    labels = {name: session.label for name, session in pipeline.sessions.items()}
+    assert labels == {"image_encoder": "OpenVINO", "decoder_step": "ONNX Runtime", "vqvae_soft_decoder": "OpenVINO",
+                      "vqvae_index_decoder": "OpenVINO"}
 
 
 def test_manifest_ranges_and_tables(tiny):
@@ -38,7 +37,7 @@ def test_manifest_ranges_and_tables(tiny):
     step = pipeline.bundle.component("decoder_step")
     assert step.profile["self_k"]["min"][3] == 0 and step.profile["self_k"]["max"][3] == config.token_length - 1
     t = modules["transformer"]
-    assert pipeline.constants["vocabulary"]["depth_slice"] == [t.depth_offset, t.enddepth_offset]
+    assert pipeline.constants.vocabulary.depth_slice == (t.depth_offset, t.enddepth_offset)
     np.testing.assert_array_equal(pipeline.code_embeddings, t.voc_embed[t.depth_offset:t.enddepth_offset].detach())
     assert set(pipeline.bundle.manifest.files) >= {"start_embedding.npy", "depth_code_embeddings.npy"}
 
@@ -47,14 +46,15 @@ def test_cached_step_graph_equals_uncached_decoder(tiny):
     _, modules, pipeline = tiny
     t = modules["transformer"]
     image = torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(1))
-    cross = pipeline.image_encoder.run({"image": image.numpy()})
+    cross = pipeline.sessions["image_encoder"].run({"image": image.numpy()})
     embeds = torch.randn(2, 9, t.d_model, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         full = t.decode_full(embeds, torch.from_numpy(cross["cross_k"]), torch.from_numpy(cross["cross_v"])).numpy()
     self_k = self_v = np.zeros((t.num_layers, 2, t.nhead, 0, t.head_dim), np.float32)
     for step in range(embeds.shape[1]):
-        out = pipeline.decoder_step.run({"token_embedding": embeds[:, step:step + 1].numpy(),
-                                         "step_index": np.array([step]), "self_k": self_k, "self_v": self_v, **cross})
+        out = pipeline.sessions["decoder_step"].run({"token_embedding": embeds[:, step:step + 1].numpy(),
+                                                     "step_index": np.array([step]), "self_k": self_k,
+                                                     "self_v": self_v, **cross})
         self_k, self_v = out["new_self_k"], out["new_self_v"]
         np.testing.assert_allclose(out["logits"], full[:, step], atol=1e-4, rtol=1e-4, err_msg=f"step {step}")
     assert self_k.shape[3] == embeds.shape[1]
@@ -105,6 +105,23 @@ def test_tta_is_the_manual_window_flip_average(tiny):
     np.testing.assert_allclose(with_tta, manual, atol=1e-5, rtol=1e-5)
     assert np.abs(with_tta - without).max() > 1e-4
     assert with_tta.min() >= 1e-3
+
+
+def test_more_windows_than_the_profile_takes_run_in_batches(tiny):
+    config, _, pipeline = tiny
+    limit = pipeline.batch_limit("image_encoder", "decoder_step")
+    size = config.image_size
+    images = np.random.default_rng(3).random((limit + 2, 3, size, size), dtype=np.float32)
+    batched = pipeline.solve(images)
+    singles = np.concatenate([pipeline.solve(images[i:i + 1]) for i in range(len(images))])
+    np.testing.assert_allclose(batched, singles, atol=1e-5, rtol=1e-5)
+
+
+def test_estimate_depth_takes_backend_and_memory(tiny):
+    pipeline = tiny[2]
+    expected = estimate_depth(IMAGE, bundle=pipeline, progress=False)
+    found = estimate_depth(IMAGE, bundle=pipeline.bundle.root, progress=False, backend="onnxruntime", memory="low")
+    np.testing.assert_allclose(found, expected, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("shape", [(37, 53, 3), (64, 31), (50, 70, 4)])

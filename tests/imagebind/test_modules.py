@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from export.checkpoint import load_into, read_checkpoint
-from export.imagebind.model import IMAGEBIND_HUGE, MODALITIES, EncodeGraph, ModalityEncoder, build_encoder
+from export.imagebind.graphs import encoder_graph
+from export.imagebind.model import IMAGEBIND_HUGE, MODALITIES, ModalityEncoder, build_encoder
 from export.onnx_io import export_onnx, run_onnx
 from runtime.arrays import agreement
 from tests.paths import REFERENCE as REFERENCE_ROOT
@@ -139,9 +140,7 @@ def test_per_item_graph_matches_torch(name, tmp_path):
     encoder, case, _ = load_case(name)
     (modality,) = case["inputs"]
     traced = per_item_input(name)
-    path = export_onnx(EncodeGraph(encoder), [traced], tmp_path / f"{name}.onnx", input_names=[modality],
-                       output_names=["embedding"],
-                       dynamic_axes={modality: {0: "batch"}, "embedding": {0: "batch"}})
+    path = encoder_graph(modality).spec(encoder).export({modality: traced.numpy()}, tmp_path / f"{name}.onnx")
     other = random_like(traced, traced.shape[0] + 1, torch.Generator().manual_seed(1))
     for x in (traced, other):
         found = run_onnx(path, {modality: x.numpy()})["embedding"]
@@ -151,9 +150,7 @@ def test_per_item_graph_matches_torch(name, tmp_path):
 
 def test_text_graph_pools_with_argmax_and_gather(tmp_path):
     encoder, _, _ = load_case("text")
-    path = export_onnx(EncodeGraph(encoder), [per_item_input("text")], tmp_path / "text.onnx",
-                       input_names=["text"], output_names=["embedding"],
-                       dynamic_axes={"text": {0: "batch"}, "embedding": {0: "batch"}})
+    path = encoder_graph("text").spec(encoder).export({"text": per_item_input("text").numpy()}, tmp_path / "text.onnx")
     ops = {node.op_type for node in onnx.load(str(path)).graph.node}
     assert {"ArgMax", "Gather"} <= ops
     unwanted = ops & {"GatherND", "ScatterND", "Loop", "If"}

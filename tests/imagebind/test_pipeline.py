@@ -31,7 +31,8 @@ def test_opened_with_defaults_every_encoder_runs_on_openvino(tiny_bundle):
     """``backend="auto"`` (the default) on a CPU with OpenVINO: no encoder extends a cache (docs/backends.md)."""
     pytest.importorskip("openvino")
     pipeline = tiny_bundle[0]
-    assert {m: s.label for m, s in pipeline.sessions.items()} == {m: "OpenVINO" for m in pipeline.modalities}
+    labels = {name: session.label for name, session in pipeline.sessions.items()}
+    assert labels == {f"{m}_encoder": "OpenVINO" for m in pipeline.modalities}
     assert len(pipeline.modalities) == 6
 
 
@@ -113,6 +114,43 @@ def test_zero_shot_matches_torch_softmax(tiny_bundle):
     expected = torch.softmax(img @ txt.T, dim=-1).numpy()
     np.testing.assert_allclose(probabilities, expected, atol=1e-5)
     np.testing.assert_allclose(probabilities.sum(1), 1.0, atol=1e-6)
+
+
+class Recorder:
+    """A stand-in session that records the batch of every call."""
+
+    def __init__(self, session):
+        self.session, self.component, self.batches = session, session.component, []
+
+    def run(self, feeds):
+        self.batches.append(len(next(iter(feeds.values()))))
+        return self.session.run(feeds)
+
+
+def test_more_items_than_the_profile_takes_run_in_batches(tiny_bundle):
+    pipeline, _ = tiny_bundle
+    images = _images(10, seed=11)
+    assert pipeline.batch_limit("vision_encoder") == 8
+    with pipeline.substituted(lambda name, s: Recorder(s) if name == "vision_encoder" else None):
+        batched = pipeline.embed_modality("vision", images)
+        assert pipeline.sessions["vision_encoder"].batches == [8, 2]
+    singles = np.concatenate([pipeline.embed_modality("vision", [image]) for image in images])
+    np.testing.assert_allclose(batched, singles, atol=1e-5, rtol=1e-5)
+
+
+def test_one_call_functions_take_backend_and_memory(tiny_bundle):
+    pipeline, _ = tiny_bundle
+    images, labels = _images(3, seed=12), ["dog", "car"]
+    expected = pipeline.embed({"vision": images, "text": labels})
+    found = embed({"vision": images, "text": labels}, bundle=pipeline.bundle.root, backend="onnxruntime",
+                  memory="low")
+    for modality in expected:
+        np.testing.assert_allclose(found[modality], expected[modality], atol=1e-5, rtol=1e-5, err_msg=modality)
+    np.testing.assert_allclose(zero_shot(images, labels, bundle=pipeline.bundle.root, backend="onnxruntime",
+                                         memory="low"),
+                               zero_shot(images, labels, bundle=pipeline), atol=1e-6)
+    with pytest.raises(ValueError, match="memory must be one of normal, low, found 'none'"):
+        embed({"text": labels}, bundle=pipeline.bundle.root, memory="none")
 
 
 def test_released_checkpoint_path_loads_plain_state_dict(tiny_bundle, tmp_path):

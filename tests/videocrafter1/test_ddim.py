@@ -6,23 +6,25 @@ import json
 import math
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.videocrafter1.ddim import DDIMSchedule
-from runtime.videocrafter1.sampling import DDIMSampler, denoise
+from runtime.videocrafter1.constants import DiffusionSchedule
+from runtime.videocrafter1.ddim import DDIMSampler, DDIMSchedule
+from runtime.videocrafter1.sampling import denoise
 from tests.paths import REPO
 
 NUM_TIMESTEPS = 1000
 I2V_SCALE = dict(use_scale=True, scale_a=1.0, scale_b=0.7, mid_step=400, fix_scale_bug=False)
-CONSTANTS = dict(linear_start=0.00085, linear_end=0.012, num_timesteps=NUM_TIMESTEPS)
+LINEAR = DiffusionSchedule(linear_start=0.00085, linear_end=0.012, num_timesteps=NUM_TIMESTEPS)
 
 
 def ddim_sampler(steps, eta, scale=None, rng=None) -> DDIMSampler:
-    sampler = DDIMSampler({**CONSTANTS, **(scale or {})}, eta=eta, rng=rng)
+    sampler = DDIMSampler(replace(LINEAR, **(scale or {})), eta=eta, rng=rng)
     sampler.set_timesteps(steps)
     return sampler
 

@@ -6,7 +6,7 @@ import pytest
 
 from export.videocrafter1.bundle import export_bundle
 from export.videocrafter1.presets import tiny_t2v
-from runtime.backends.base import LazySession
+from runtime.pipeline import LazySession
 from runtime.videocrafter1.pipeline import VideoPipeline
 
 
@@ -31,7 +31,7 @@ def test_low_memory_pipeline_holds_one_graph_and_makes_the_same_video(bundle, mo
 
     monkeypatch.setattr(LazySession, "run", spy)
     with VideoPipeline(bundle, backend="onnxruntime", memory="low") as low:
-        sessions = [low.text_encoder, low.unet, low.vae_decoder]
+        sessions = [low.sessions[name] for name in ("text_encoder", "unet", "vae_decoder")]
         assert not any(s.is_open for s in sessions)  # nothing opened before it is needed
         found = low.generate("a corgi on the beach", **kwargs)
     np.testing.assert_array_equal(found, expected)

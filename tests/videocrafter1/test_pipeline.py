@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -14,8 +15,8 @@ from export.videocrafter1.presets import tiny_t2v
 from export.videocrafter1.reference_pipeline import generate_video_torch
 from runtime.bundle import BundleError
 from runtime.tokenizer import ClipTokenizer
-from runtime.video_io import read_video
 from runtime.arrays import max_relative_error, psnr
+from tests.videos import read_video
 
 PROMPT = "a corgi running on the beach"
 
@@ -36,7 +37,8 @@ def pipeline(tiny):
 def test_opened_with_defaults_every_component_runs_on_openvino(pipeline):
     """``backend="auto"`` (the default) on a CPU with OpenVINO: no component extends a cache (docs/backends.md)."""
     pytest.importorskip("openvino")
-    assert [getattr(pipeline, name).label for name in ("text_encoder", "unet", "vae_decoder")] == ["OpenVINO"] * 3
+    assert {name: session.label for name, session in pipeline.sessions.items()} == dict.fromkeys(
+        ("text_encoder", "unet", "vae_decoder"), "OpenVINO")
 
 
 def test_export_prints_ort_check_per_graph(tiny):
@@ -110,17 +112,15 @@ class Recorder:
 
 @pytest.fixture
 def recorded(pipeline):
-    unet, decoder = pipeline.unet, pipeline.vae_decoder
-    pipeline.unet, pipeline.vae_decoder = Recorder(unet), Recorder(decoder)
-    yield pipeline
-    pipeline.unet, pipeline.vae_decoder = unet, decoder
+    with pipeline.substituted(lambda name, session: Recorder(session) if name in ("unet", "vae_decoder") else None):
+        yield pipeline
 
 
 
 @torch.no_grad()
 def torch_latents_with_diffusers(modules, constants, x_T, scheduler, guidance_scale):
     """The torch modules driven by a diffusers scheduler: guided eps of the official prompt pair, step by step."""
-    tokens = ClipTokenizer()([PROMPT, constants["uncond_prompt"]], context_length=constants["context_length"])
+    tokens = ClipTokenizer()([PROMPT, constants.uncond_prompt], context_length=constants.context_length)
     context = modules["text_encoder"](torch.from_numpy(tokens))
     x = torch.from_numpy(x_T)
     for t in scheduler.timesteps:
@@ -133,12 +133,12 @@ def torch_latents_with_diffusers(modules, constants, x_T, scheduler, guidance_sc
 def test_dpmpp_pipeline_matches_torch_modules_with_diffusers(pipeline):
     from diffusers import DPMSolverMultistepScheduler
 
-    assert not pipeline.constants["fps_cond"]
+    assert not pipeline.constants.fps_cond
     x_T = np.random.default_rng(4).standard_normal((1, 4, 8, 8, 8), dtype=np.float32)
     found = pipeline.generate(PROMPT, sampler="dpmpp-2m", steps=6, guidance_scale=7.5, latents=x_T,
                               output_type="latent", **SMALL)
-    s = pipeline.constants["sampler"]
-    scheduler = DPMSolverMultistepScheduler(beta_start=s["linear_start"], beta_end=s["linear_end"],
+    diffusion = pipeline.constants.sampling.diffusion
+    scheduler = DPMSolverMultistepScheduler(beta_start=diffusion.linear_start, beta_end=diffusion.linear_end,
                                             beta_schedule="scaled_linear", final_sigmas_type="sigma_min")
     scheduler.set_timesteps(6)
     expected = torch_latents_with_diffusers(build_modules(tiny_t2v(), None, trust=False, seed=0),
@@ -163,7 +163,7 @@ def test_negative_prompt_is_the_unconditional_branch(pipeline):
     assert np.array_equal(default, pipeline.generate(PROMPT, negative_prompt="", progress=False, **kwargs))
     negative = pipeline.generate(PROMPT, negative_prompt="blurry, low quality", progress=False, **kwargs)
     modules = build_modules(tiny_t2v(), None, trust=False, seed=0)
-    reference = generate_video_torch(modules, {**pipeline.constants, "uncond_prompt": "blurry, low quality"},
+    reference = generate_video_torch(modules, replace(pipeline.constants, uncond_prompt="blurry, low quality"),
                                      PROMPT, **kwargs)
     # the tiny random text encoder separates prompts weakly: 90 dB to the reference, under 50 dB to the default
     assert psnr(negative, reference) >= 70.0 and psnr(negative, default) < 60.0
@@ -176,8 +176,9 @@ def test_prompts_batched_equal_single_runs_within_the_profile(recorded):
     noise = np.random.default_rng(6).standard_normal((3, 1, 4, 8, 8, 8), dtype=np.float32)
     batched = recorded.generate(prompts, sampler="dpmpp-2m", steps=3, latents=noise[:, 0], output_type="latent",
                                 **SMALL)
-    assert max(recorded.unet.batches) == recorded.unet.component.profile["x"]["max"][0] == 4
-    assert recorded.unet.batches[:2] == [4, 2]  # 3 videos x 2 guidance branches in pieces of the profile's 4
+    unet = recorded.sessions["unet"]
+    assert max(unet.batches) == unet.component.profile["x"]["max"][0] == 4
+    assert unet.batches[:2] == [4, 2]  # 3 videos x 2 guidance branches in pieces of the profile's 4
     for index, prompt in enumerate(prompts):
         single = recorded.generate(prompt, sampler="dpmpp-2m", steps=3, latents=noise[index], output_type="latent",
                                    **SMALL)
@@ -197,14 +198,15 @@ def test_callback_sees_every_step_and_can_stop_the_run(recorded):
 
     stopped = recorded.generate(PROMPT, sampler="unipc", steps=10, callback=callback, output_type="latent", **SMALL)
     assert [(s, t) for s, t, _ in seen] == [(0, 999), (1, 899), (2, 799)]
-    assert len(recorded.unet.batches) == 3 and np.array_equal(stopped, seen[-1][2])
+    assert len(recorded.sessions["unet"].batches) == 3 and np.array_equal(stopped, seen[-1][2])
 
 
 def test_latent_output_skips_decoding(recorded):
     latents = recorded.generate(PROMPT, sampler="dpmpp-2m", steps=2, seed=2, output_type="latent", **SMALL)
-    assert latents.shape == (1, 4, 8, 8, 8) and latents.dtype == np.float32 and recorded.vae_decoder.batches == []
+    assert latents.shape == (1, 4, 8, 8, 8) and latents.dtype == np.float32
+    assert recorded.sessions["vae_decoder"].batches == []
     video = recorded.generate(PROMPT, sampler="dpmpp-2m", steps=2, seed=2, **SMALL)
-    assert len(recorded.vae_decoder.batches) == 8 and np.array_equal(recorded.decode(latents)[0], video)
+    assert len(recorded.sessions["vae_decoder"].batches) == 8 and np.array_equal(recorded.decode(latents)[0], video)
     with pytest.raises(ValueError, match="output_type must be one of video, latent, got 'pil'"):
         recorded.generate(PROMPT, steps=1, output_type="pil", **SMALL)
 
@@ -220,15 +222,12 @@ def test_generate_video_with_a_solver_and_a_batch_writes_one_mp4_per_video(tiny,
         runtime.generate_video(PROMPT, bundle=tiny[0], sampler="dpmpp-2m", eta=1.0, progress=False)
 
 
-def test_text_encoder_runs_in_profile_sized_pieces(recorded):
-    encoder = recorded.text_encoder
-    recorded.text_encoder = Recorder(encoder)
-    try:
+def test_text_encoder_runs_in_profile_sized_pieces(pipeline):
+    with pipeline.substituted(lambda name, session: Recorder(session) if name == "text_encoder" else None):
         prompts = [PROMPT, "a cat", "a red car"]
-        embedded = recorded.encode_text(prompts + [""] * 3)
-        assert recorded.text_encoder.batches == [4, 2]  # 6 prompts, profile max 4
-        singles = np.concatenate([recorded.encode_text([p]) for p in prompts + [""]])
-        assert max_relative_error(singles[:4], embedded[:4]) < 1e-5
-        assert max_relative_error(np.repeat(singles[3:], 2, axis=0), embedded[4:]) < 1e-5
-    finally:
-        recorded.text_encoder = encoder
+        embedded = pipeline.encode_text(prompts + [""] * 3)
+        assert pipeline.sessions["text_encoder"].batches == [4, 2]  # 6 prompts, profile max 4
+        singles = np.concatenate([pipeline.encode_text([p]) for p in prompts + [""]])
+    assert max_relative_error(singles[:4], embedded[:4]) < 1e-5
+    assert max_relative_error(np.repeat(singles[3:], 2, axis=0), embedded[4:]) < 1e-5
+    assert not isinstance(pipeline.sessions["text_encoder"], Recorder)  # the pipeline's own session is back

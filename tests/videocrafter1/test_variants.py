@@ -5,7 +5,7 @@ import yaml
 
 from export.videocrafter1.bundle import pipeline_constants
 from export.videocrafter1.presets import from_yaml, released_variants
-from runtime.videocrafter1.ddim import SCALE_KEYS
+from runtime.videocrafter1.constants import SCALE_KEYS
 
 
 def _official_yaml(v2: bool) -> dict:
@@ -36,12 +36,14 @@ def test_named_variant_equals_the_v2_yaml(tmp_path):
     named = released_variants()["t2v-512-v2"]
     assert named.unet == from_config.unet and named.vae == from_config.vae
     official_defaults = {"scale_a": 1.0, "mid_step": 400, "fix_scale_bug": False}  # LatentDiffusion's defaults
-    assert {k: named.sampler[k] for k in SCALE_KEYS} == {**official_defaults, "use_scale": True, "scale_b": 0.7}
-    assert {k: from_config.sampler[k] for k in ("use_scale", "scale_b")} == {"use_scale": True, "scale_b": 0.7}
-    sampler = pipeline_constants(named)
-    assert (sampler["fps"], sampler["fps_cond"]) == (28, True)  # the official v2 run script's --fps 28
-    assert {k: sampler["sampler"][k] for k in ("steps", "eta", "guidance_scale")} == {
-        "steps": 50, "eta": 1.0, "guidance_scale": 12.0}
+    assert {k: named.inference[k] for k in SCALE_KEYS} == {**official_defaults, "use_scale": True, "scale_b": 0.7}
+    assert {k: from_config.inference[k] for k in ("use_scale", "scale_b")} == {"use_scale": True, "scale_b": 0.7}
+    constants = pipeline_constants(named)
+    assert (constants.fps, constants.fps_cond) == (28, True)  # the official v2 run script's --fps 28
+    sampling = constants.sampling
+    assert (sampling.sampler_name, sampling.steps, sampling.eta, sampling.guidance_scale) == ("ddim", 50, 1.0, 12.0)
+    # the yaml names two scale settings; the schedule takes the official defaults for the other three
+    assert pipeline_constants(from_config).sampling.diffusion == sampling.diffusion
 
 
 def test_v1_yaml_still_gives_t2v_512(tmp_path):

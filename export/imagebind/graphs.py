@@ -1,4 +1,4 @@
-"""ImageBind export specs: one per-item graph per modality encoder.
+"""ImageBind's exported components, declared: one encoder per modality, each one per-item graph.
 
 Every graph is :meth:`ModalityEncoder.encode` on one batch of items (batch symbolic):
 preprocessor -> trunk -> head -> L2 normalise (-> logit scale). Clip averaging (audio
@@ -9,19 +9,25 @@ does after its postprocessor. The vision graph always takes 2-frame clips
 """
 from __future__ import annotations
 
-from typing import Mapping
+from dataclasses import dataclass
+from functools import partial
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from export.graphs import GraphSpec
+from export.graphs import ComponentSpec, Graph
 from export.imagebind.heads import MAX_LOGIT_SCALE
 from export.imagebind.model import (IMAGE_SIZE, IMU_CHANNELS, IMU_SAMPLES, MODALITIES, TEXT_CONTEXT_LENGTH,
-                                    VIDEO_PAD_FRAMES, ModalityEncoder, resolve_config)
+                                    VIDEO_PAD_FRAMES, ModalityEncoder, build_encoder, resolve_config)
 from runtime.tokenizer import ClipTokenizer
 
 EXAMPLE_TEXTS = ["a dog barking on the beach", "waves rolling in", ""]
+EXAMPLE_BATCH = 2  # items per example feed (what export traces and checks at)
+BATCH = {0: "batch"}
+# min/opt/max of the batch axis per graph (audio: clips of several items share one batch).
+BATCH_RANGES = {m: {"min": 1, "opt": 2, "max": 8} for m in MODALITIES} | {"audio": {"min": 1, "opt": 3, "max": 24}}
 
 
 class ItemGraph(nn.Module):
@@ -38,12 +44,11 @@ class ItemGraph(nn.Module):
         return (embedding, features) if self.with_head else embedding
 
 
-def encoder_spec(encoder: ModalityEncoder, *, with_head: bool = False) -> GraphSpec:
+def encoder_graph(modality: str, *, with_head: bool = False) -> Graph:
     """The graph ``<modality>_encoder``: input named as the modality, output ``embedding`` (+ ``head_output``)."""
-    m = encoder.modality
-    outputs = ["embedding", "head_output"] if with_head else ["embedding"]
-    return GraphSpec(name=f"{m}_encoder", module=ItemGraph(encoder, with_head), inputs=[m], outputs=outputs,
-                     dynamic_axes={n: {0: "batch"} for n in (m, *outputs)})
+    outputs = ("embedding", "head_output") if with_head else ("embedding",)
+    return Graph(f"{modality}_encoder", partial(ItemGraph, with_head=with_head), (modality,), outputs,
+                 {name: BATCH for name in (modality, *outputs)})
 
 
 def item_shape(modality: str, config: Mapping | None = None) -> tuple[int, ...]:
@@ -62,7 +67,8 @@ def item_shape(modality: str, config: Mapping | None = None) -> tuple[int, ...]:
     return shapes[modality]
 
 
-def example_input(modality: str, config: Mapping | None = None, batch: int = 2, seed: int = 0) -> np.ndarray:
+def example_input(modality: str, config: Mapping | None = None, batch: int = EXAMPLE_BATCH,
+                  seed: int = 0) -> np.ndarray:
     """Seeded example feed of ``batch`` items (token ids for text)."""
     if modality == "text":
         return ClipTokenizer()((EXAMPLE_TEXTS * batch)[:batch], context_length=TEXT_CONTEXT_LENGTH)
@@ -77,3 +83,34 @@ def logit_scale(encoder: ModalityEncoder) -> float:
     if log_scale is None:
         return 1.0
     return float(min(float(log_scale.detach().exp()), MAX_LOGIT_SCALE))
+
+
+@dataclass(frozen=True)
+class EncoderSpec(ComponentSpec):
+    """The ``modality`` encoder of an ImageBind model with the constructor arguments ``config`` (official
+    defaults for the missing ones): its one per-item graph, batch symbolic. Its example shape is a batch size."""
+
+    modality: str
+    config: Mapping | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.modality}_encoder"
+
+    def build(self) -> ModalityEncoder:
+        """The encoder, with the weights it is constructed with."""
+        return build_encoder(self.modality, self.config)
+
+    def graphs(self) -> tuple[Graph, ...]:
+        return (encoder_graph(self.modality),)
+
+    def example_inputs(self, module, shape: int | None = None) -> dict[str, dict[str, np.ndarray]]:
+        return {self.name: {self.modality: example_input(self.modality, self.config, batch=shape or EXAMPLE_BATCH)}}
+
+    def shape_ranges(self) -> dict[str, dict[str, int]]:
+        return {"batch": BATCH_RANGES[self.modality]}
+
+
+def component_specs(config: Mapping | None, modalities: Sequence[str] = MODALITIES) -> list[EncoderSpec]:
+    """The encoders of ``modalities``, in the order given."""
+    return [EncoderSpec(m, config) for m in modalities]

@@ -1,8 +1,8 @@
 """Checkpoints in the released files' layouts, with seeded random weights, for any preset.
 
-    python -m benchmarks.released_checkpoints videocrafter1 t2v-512-v2 /data/vc2.ckpt
-    python -m benchmarks.released_checkpoints imagebind imagebind_huge /data/imagebind_huge.pth
-    python -m benchmarks.released_checkpoints ait swinv2b_480reso_depthonly /data/ait_depth.pth
+    python -m benchmarks.probes.checkpoints videocrafter1 t2v-512-v2 /data/vc2.ckpt
+    python -m benchmarks.probes.checkpoints imagebind imagebind_huge /data/imagebind_huge.pth
+    python -m benchmarks.probes.checkpoints ait swinv2b_480reso_depthonly /data/ait_depth.pth
 
 The real files cannot be downloaded here; these stand in for them, laid out as the official code saves them:
 
@@ -24,16 +24,17 @@ from typing import Callable, Iterable
 
 import torch
 
-from export.videocrafter1.components import PREFIXES
+from export.videocrafter1.graphs import PREFIXES
 from export.videocrafter1.presets import VariantConfig
 
 Parts = Iterable[tuple[str, Callable[[], dict[str, torch.Tensor]]]]
 
 
-def ddpm_buffers(sampler: dict, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
-    """The official ``register_schedule`` buffers (float64 maths, stored as float32) plus ``scale_arr``."""
-    n = sampler["timesteps"]
-    betas = torch.linspace(sampler["linear_start"] ** 0.5, sampler["linear_end"] ** 0.5, n, dtype=torch.float64) ** 2
+def ddpm_buffers(settings: dict, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    """The official ``register_schedule`` buffers (float64 maths, stored as float32) plus ``scale_arr``, of a
+    variant's DDPM settings (``VariantConfig.inference``)."""
+    n = settings["timesteps"]
+    betas = torch.linspace(settings["linear_start"] ** 0.5, settings["linear_end"] ** 0.5, n, dtype=torch.float64) ** 2
     alphas = 1.0 - betas
     cumprod = torch.cumprod(alphas, dim=0)
     prev = torch.cat([torch.ones(1, dtype=torch.float64), cumprod[:-1]])
@@ -47,11 +48,11 @@ def ddpm_buffers(sampler: dict, dtype: torch.dtype = torch.float32) -> dict[str,
         "posterior_mean_coef1": betas * prev.sqrt() / (1.0 - cumprod),
         "posterior_mean_coef2": (1.0 - prev) * alphas.sqrt() / (1.0 - cumprod),
     }
-    if sampler.get("use_scale"):
-        tail = n - sampler["mid_step"] if sampler["fix_scale_bug"] else n
+    if settings.get("use_scale"):
+        tail = n - settings["mid_step"] if settings["fix_scale_bug"] else n
         buffers["scale_arr"] = torch.cat([
-            torch.linspace(sampler["scale_a"], sampler["scale_b"], sampler["mid_step"], dtype=torch.float64),
-            torch.full((tail,), float(sampler["scale_b"]), dtype=torch.float64)])
+            torch.linspace(settings["scale_a"], settings["scale_b"], settings["mid_step"], dtype=torch.float64),
+            torch.full((tail,), float(settings["scale_b"]), dtype=torch.float64)])
     return {k: v.to(torch.float32).to(dtype) for k, v in buffers.items()}
 
 
@@ -81,7 +82,7 @@ def videocrafter1_parts(config: VariantConfig, seed: int) -> Parts:
     for name in component_names(config):
         yield name, lambda name=name: {PREFIXES[name] + k: v for k, v in
                                        build_component(config, name, None, seed=seed).state_dict().items()}
-    yield "ddpm", lambda: ddpm_buffers(config.sampler)
+    yield "ddpm", lambda: ddpm_buffers(config.inference)
 
 
 def write_videocrafter1(config: VariantConfig, path: Path, *, seed: int = 0, dtype: torch.dtype | None = None,
@@ -90,7 +91,7 @@ def write_videocrafter1(config: VariantConfig, path: Path, *, seed: int = 0, dty
     every floating tensor (fp16/bf16 checkpoints)."""
     parts = list(videocrafter1_parts(config, seed))
     if buffers is not None:
-        parts[-1] = ("ddpm", lambda: {**ddpm_buffers(config.sampler), **buffers})
+        parts[-1] = ("ddpm", lambda: {**ddpm_buffers(config.inference), **buffers})
     return _save_parts(parts, path, lambda state: {"state_dict": state, "epoch": 0, "global_step": 0}, dtype)
 
 

@@ -1,10 +1,10 @@
 """End to end at released size: the runtime on a released-size bundle against the torch modules of the same
 checkpoint, at a reduced shape inside the bundle's profile. Prints figures; not a CI test (minutes, GiBs).
 
-    nice /usr/bin/time -v python -m benchmarks.released_parity videocrafter1 BUNDLE CHECKPOINT \
+    nice /usr/bin/time -v python -m benchmarks.probes.parity videocrafter1 BUNDLE CHECKPOINT \
         [--steps 2 --frames 4 --size 256 256]
-    nice /usr/bin/time -v python -m benchmarks.released_parity ait BUNDLE CHECKPOINT
-    nice /usr/bin/time -v python -m benchmarks.released_parity imagebind BUNDLE CHECKPOINT
+    nice /usr/bin/time -v python -m benchmarks.probes.parity ait BUNDLE CHECKPOINT
+    nice /usr/bin/time -v python -m benchmarks.probes.parity imagebind BUNDLE CHECKPOINT
 
 * videocrafter1: ``generate_video`` against ``export.videocrafter1.reference_pipeline.generate_video_torch``
   (the official DDIM maths in torch) with the same prompt, seed and noise; PSNR of the uint8 videos.
@@ -36,12 +36,13 @@ def videocrafter1(bundle: Path, checkpoint: Path, args: argparse.Namespace) -> d
     from export.videocrafter1.bundle import build_modules
     from export.videocrafter1.presets import released_variants, tiny_variants
     from runtime.bundle import Bundle
+    from runtime.videocrafter1.constants import VideoConstants
 
-    manifest = Bundle(bundle).manifest
-    constants = manifest.pipeline
+    opened = Bundle(bundle)
+    manifest, constants = opened.manifest, VideoConstants.of(opened)
     height, width = args.size
-    kwargs = dict(steps=args.steps, guidance_scale=constants["sampler"]["guidance_scale"],
-                  eta=constants["sampler"]["eta"], seed=args.seed, frames=args.frames, height=height, width=width)
+    kwargs = dict(steps=args.steps, guidance_scale=constants.sampling.guidance_scale,
+                  eta=constants.sampling.eta, seed=args.seed, frames=args.frames, height=height, width=width)
     image = np.asarray(__import__("PIL.Image").Image.open(args.image).convert("RGB")) if args.image else None
     start = time.perf_counter()
     video = runtime.generate_video(PROMPT, bundle=bundle, image=image, progress=False, backend="onnxruntime",
@@ -71,15 +72,15 @@ def ait(bundle: Path, checkpoint: Path, args: argparse.Namespace) -> dict:
     with DepthPipeline(bundle, backend="onnxruntime") as pipeline:
         depth = pipeline.estimate(image, progress=False)
         config_name, c = pipeline.bundle.manifest.variant, pipeline.constants
-        raw = pipeline.sliding_flip(pipeline.pixels(image, *c["test_size"]), soft=True, progress=False)
+        raw = pipeline.sliding_flip(pipeline.pixels(image, *c.test_size), soft=True, progress=False)
     runtime_s = time.perf_counter() - start
     gc.collect()
     start = time.perf_counter()
     reference_pipeline = DepthPipeline(bundle, backend="onnxruntime")
     modules = build_modules(variant(config_name), checkpoint, seed=0)
-    reference_pipeline.solve = _torch_solve(modules, c["token_length"])  # same numpy pre/post, torch graphs
+    reference_pipeline.solve = _torch_solve(modules, c.token_length)  # same numpy pre/post, torch graphs
     reference = reference_pipeline.estimate(image, progress=False)
-    raw_reference = reference_pipeline.sliding_flip(reference_pipeline.pixels(image, *c["test_size"]), soft=True,
+    raw_reference = reference_pipeline.sliding_flip(reference_pipeline.pixels(image, *c.test_size), soft=True,
                                                     progress=False)
     torch_s = time.perf_counter() - start
 
@@ -97,7 +98,7 @@ def ait(bundle: Path, checkpoint: Path, args: argparse.Namespace) -> dict:
 def imagebind_items(seed: int) -> dict[str, list]:
     """A few items of every modality: the sample beach image and random ones, prompts, noise, maps, IMU."""
     rng = np.random.default_rng(seed)
-    images = [str(Path(__file__).resolve().parents[1] / "samples" / "assets" / "beach.png"),
+    images = [str(Path(__file__).resolve().parents[2] / "samples" / "assets" / "beach.png"),
               (rng.random((200, 260, 3)) * 255).astype(np.uint8)]
     maps = [rng.random((224, 224)).astype(np.float32) for _ in range(2)]
     return {"vision": images, "text": ["a dog barking", "ocean waves on a sunny beach"],
@@ -108,7 +109,7 @@ def imagebind_items(seed: int) -> dict[str, list]:
 def imagebind(bundle: Path, checkpoint: Path, args: argparse.Namespace) -> dict:
     from export.checkpoint import read_checkpoint
     from export.imagebind.bundle import build_one
-    from export.imagebind.components import encoder_spec
+    from export.imagebind.graphs import encoder_graph
     from export.imagebind.presets import presets
     from runtime.imagebind.inputs import prepare
     from runtime.imagebind.pipeline import EmbeddingPipeline, average_clips
@@ -117,12 +118,12 @@ def imagebind(bundle: Path, checkpoint: Path, args: argparse.Namespace) -> dict:
     for modality, items in imagebind_items(args.seed).items():
         with EmbeddingPipeline(bundle, modalities=[modality], backend="onnxruntime") as pipeline:
             found = pipeline.embed_modality(modality, items)
-            spec = pipeline.constants["modalities"][modality]
-            feed, counts = prepare(modality, items, spec["preprocess"], pipeline.tokenizer)
+            spec = pipeline.constants.modalities[modality]
+            feed, counts = prepare(modality, items, spec.preprocess, pipeline.tokenizer)
             preset = presets()[pipeline.bundle.manifest.variant]
         gc.collect()
         encoder = build_one(preset, modality, read_checkpoint(checkpoint), source=checkpoint)
-        spec = encoder_spec(encoder)  # the exported graph's torch module, fed the runtime's preprocessed input
+        spec = encoder_graph(modality).spec(encoder)  # the exported graph's torch module, fed the runtime's input
         expected = average_clips(spec.run_torch({spec.inputs[0]: feed})[spec.outputs[0]], counts)
         del encoder, spec
         gc.collect()

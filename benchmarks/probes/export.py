@@ -1,12 +1,12 @@
 """Export a released-size checkpoint through the CLI and report peak memory, wall time per phase and files.
 
-    nice python -m benchmarks.released_export --out /tmp/vc2 -- videocrafter1 --variant t2v-512-v2 --checkpoint vc2.ckpt
+    nice python -m benchmarks.probes.export --out /tmp/vc2 -- videocrafter1 --variant t2v-512-v2 --checkpoint vc2.ckpt
 
 Everything after ``--`` is the ``python -m export`` command line (``--out`` is added). The export runs
 in a child process under ``/usr/bin/time -v``; its log is echoed as it comes. The summary gives the
 child's peak RSS (``Maximum resident set size``), its wall time, the ``built / traced / checked`` seconds
 of every component from the export's own log, and every file written with its size, then one JSON line.
-Make checkpoints in the released layouts with ``python -m benchmarks.released_checkpoints``.
+Make checkpoints in the released layouts with ``python -m benchmarks.probes.checkpoints``.
 """
 from __future__ import annotations
 

@@ -1,0 +1,101 @@
+"""verify-reference handlers for T2V-Turbo's LCM golden cases: the scheduler (``lcm.schedule``), the guidance-scale
+embedding (``lcm.guidance_embedding``) and a whole sample (``lcm.sample``: x_T, context and the per-step noise
+through our UNet graph and the runtime's LCM sampler, in torch and under ONNX Runtime)."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from export.checkpoint import load_checkpoint
+from export.golden import Case, Row, score
+from export.videocrafter1.graphs import UNetSpec, example_unet_inputs, unet_conditions, unet_graph
+from runtime.backends.onnxrt import inference_session
+from runtime.videocrafter1.constants import DiffusionSchedule
+from runtime.videocrafter1.lcm import (LCMSampler, boundary_scalings, lcm_alphas_cumprod, lcm_step, lcm_timesteps,
+                                       motion_scale, w_embedding)
+from runtime.videocrafter1.sampling import denoise, make_sampler
+
+
+def _diffusion(config: dict) -> DiffusionSchedule:
+    return DiffusionSchedule(linear_start=config["linear_start"], linear_end=config["linear_end"],
+                             num_timesteps=config["timesteps"])
+
+
+def _stepped(case: Case, diffusion: DiffusionSchedule, steps: int, origin: int) -> dict[str, np.ndarray]:
+    """The sampler's ``step`` on the case's samples and ε of each step (not chained): its noised output
+    before the last step, and every step's consistency estimate ``denoised``."""
+    key = f"S{steps}_O{origin}"
+    xs, eps = case.io[f"x_{key}"], case.io[f"eps_{key}"]
+    sampler = LCMSampler(diffusion, origin_steps=origin, noise=list(case.io[f"noise_{key}"]))
+    sampler.set_timesteps(steps)
+    denoised, prev = [], []
+    for i, t in enumerate(sampler.timesteps):
+        denoised.append(lcm_step(eps[i], xs[i], sampler.alphas_cumprod[int(t)], int(t)))
+        result = sampler.step(eps[i], int(t), xs[i])
+        if i < steps - 1:
+            prev.append(result)
+        else:
+            denoised[-1] = result  # the sampler's last step returns the estimate itself
+    empty = np.zeros((0, *xs.shape[1:]), dtype=np.float32)
+    return {f"denoised_{key}": np.stack(denoised), f"prev_{key}": np.stack(prev) if prev else empty}
+
+
+def verify_lcm_schedule(case: Case) -> list[Row]:
+    config, diffusion = case.config, _diffusion(case.config)
+    scalings = np.array([boundary_scalings(t) for t in range(config["timesteps"])], dtype=np.float32)
+    found = {"alphas_cumprod": lcm_alphas_cumprod(config["linear_start"], config["linear_end"], config["timesteps"]),
+             "c_skip": scalings[:, 0], "c_out": scalings[:, 1]}
+    for steps, origin in config["grids"]:
+        found[f"timesteps_S{steps}_O{origin}"] = lcm_timesteps(steps, origin, config["timesteps"])
+    for steps, origin in config["stepped"]:
+        found.update(_stepped(case, diffusion, steps, origin))
+    return [score(case, "runtime", found)]
+
+
+def verify_guidance_embedding(case: Case) -> list[Row]:
+    return [score(case, "runtime", {"embedding": w_embedding(case.io["w"], case.config["embedding_dim"])})]
+
+
+def _sample_with(run_unet: Callable[[dict], np.ndarray], case: Case) -> dict[str, np.ndarray]:
+    """The runtime's LCM sampler driving ``run_unet(feeds) -> eps`` from the case's x_T with its noise."""
+    config, x_T = case.config, case.io["x_T"]
+    batch = x_T.shape[0]
+    timestep_cond = w_embedding(np.full(batch, config["guidance_scale"], dtype=np.float32))
+
+    def predict(x, t):
+        feeds = {"x": x, "timesteps": np.full((batch,), t, dtype=np.int64), "context": case.io["context"],
+                 "timestep_cond": timestep_cond}
+        if "fps" in case.io:
+            feeds["fps"] = case.io["fps"]
+        if config.get("use_motion_cond"):
+            scale = motion_scale(t, config["motion_gs"], config["motion_percentage"], config["timesteps"])
+            feeds["motion_cond"] = w_embedding(np.full(batch, scale, dtype=np.float32))
+        return run_unet(feeds), None
+
+    sampler = make_sampler("lcm", _diffusion(config), config["steps"], lcm_origin_steps=config["lcm_origin_steps"],
+                           noise=list(case.io["noise"]))
+    return {"latent": denoise(predict, x_T, sampler, guidance_scale=1.0)}
+
+
+def verify_lcm_sample(case: Case) -> list[Row]:
+    unet_config = case.config["unet"]
+    unet = load_checkpoint(UNetSpec.construct(unet_config), case.weights, what=f"unet ({case.name})")
+    spec = unet_graph(unet_conditions(unet_config)).spec(unet)
+    rows = [score(case, "torch", _sample_with(lambda feeds: spec.run_torch(feeds)["eps"], case))]
+    x_T = case.io["x_T"]
+    with tempfile.TemporaryDirectory(prefix="verify-") as tmp:
+        example = example_unet_inputs(unet_config, batch=x_T.shape[0], frames=x_T.shape[2], height=x_T.shape[3],
+                                      width=x_T.shape[4], context_length=case.io["context"].shape[1])
+        session = inference_session(spec.export(example, Path(tmp) / "unet.onnx"))
+        rows.append(score(case, "onnx", _sample_with(lambda feeds: session.run(["eps"], feeds)[0], case)))
+    return rows
+
+
+HANDLERS = {
+    "lcm.schedule": verify_lcm_schedule,
+    "lcm.guidance_embedding": verify_guidance_embedding,
+    "lcm.sample": verify_lcm_sample,
+}
