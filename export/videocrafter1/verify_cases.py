@@ -1,20 +1,17 @@
 """verify-reference handlers for the VideoCrafter1 golden cases."""
 from __future__ import annotations
 
-import tempfile
 from dataclasses import asdict
-from pathlib import Path
 
 import numpy as np
 
-from export.checkpoint import load_checkpoint, meta_parameters, read_checkpoint
-from runtime.backends.onnxrt import inference_session
+from export.checkpoint import meta_parameters, read_checkpoint
 from export.golden import Case, Row, score, verify_clip_tokenizer, verify_graphs
 from export.videocrafter1.graphs import (IMAGE_ENCODER, IMAGE_PROJ, TEXT_ENCODER, VAE_DECODER, VAE_ENCODER,
                                          UNET_CONDITIONS, ImageEncoderSpec, ImageProjSpec, TextEncoderSpec,
-                                         UNetSpec, VAESpec, example_unet_inputs, unet_graph)
+                                         UNetSpec, VAESpec, unet_graph)
 from export.videocrafter1.lora import LORA_RANK, merge_lora_, read_lora
-from export.videocrafter1.verify_lcm import HANDLERS as LCM_HANDLERS
+from export.videocrafter1.verify_lcm import HANDLERS as LCM_HANDLERS, unet_sample_rows
 from runtime.videocrafter1.constants import SCALE_KEYS, DiffusionSchedule
 from runtime.videocrafter1.ddim import DDIMSchedule
 from runtime.videocrafter1.sampling import denoise, make_sampler
@@ -110,16 +107,7 @@ def _sample_with(run_unet, case: Case) -> dict[str, np.ndarray]:
 
 
 def verify_sample(case: Case) -> list[Row]:
-    unet = load_checkpoint(UNetSpec.construct(case.config["unet"]), case.weights, what=f"unet ({case.name})")
-    spec = unet_graph(_conditions(case)).spec(unet)
-    rows = [score(case, "torch", _sample_with(lambda feeds: spec.run_torch(feeds)["eps"], case))]
-    with tempfile.TemporaryDirectory(prefix="verify-") as tmp:
-        example = example_unet_inputs(case.config["unet"], batch=2, frames=case.io["x_T"].shape[2],
-                                      height=case.io["x_T"].shape[3], width=case.io["x_T"].shape[4],
-                                      context_length=case.io["context"].shape[1])
-        session = inference_session(spec.export(example, Path(tmp) / "unet.onnx"))
-        rows.append(score(case, "onnx", _sample_with(lambda feeds: session.run(["eps"], feeds)[0], case)))
-    return rows
+    return unet_sample_rows(case, _conditions(case), 2, _sample_with)
 
 
 HANDLERS = {

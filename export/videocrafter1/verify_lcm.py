@@ -80,18 +80,24 @@ def _sample_with(run_unet: Callable[[dict], np.ndarray], case: Case) -> dict[str
     return {"latent": denoise(predict, x_T, sampler, guidance_scale=1.0)}
 
 
-def verify_lcm_sample(case: Case) -> list[Row]:
-    unet_config = case.config["unet"]
+def unet_sample_rows(case: Case, conditions, unet_batch: int,
+                     sample_with: Callable[[Callable[[dict], np.ndarray], Case], dict[str, np.ndarray]]) -> list[Row]:
+    """A whole-sample case scored twice: ``sample_with(run_unet, case)`` over the torch UNet of the case's
+    weights, then over its ONNX graph (exported at the case's latent shape and UNet batch ``unet_batch``)."""
+    unet_config, x_T = case.config["unet"], case.io["x_T"]
     unet = load_checkpoint(UNetSpec.construct(unet_config), case.weights, what=f"unet ({case.name})")
-    spec = unet_graph(unet_conditions(unet_config)).spec(unet)
-    rows = [score(case, "torch", _sample_with(lambda feeds: spec.run_torch(feeds)["eps"], case))]
-    x_T = case.io["x_T"]
+    spec = unet_graph(conditions).spec(unet)
+    rows = [score(case, "torch", sample_with(lambda feeds: spec.run_torch(feeds)["eps"], case))]
     with tempfile.TemporaryDirectory(prefix="verify-") as tmp:
-        example = example_unet_inputs(unet_config, batch=x_T.shape[0], frames=x_T.shape[2], height=x_T.shape[3],
+        example = example_unet_inputs(unet_config, batch=unet_batch, frames=x_T.shape[2], height=x_T.shape[3],
                                       width=x_T.shape[4], context_length=case.io["context"].shape[1])
         session = inference_session(spec.export(example, Path(tmp) / "unet.onnx"))
-        rows.append(score(case, "onnx", _sample_with(lambda feeds: session.run(["eps"], feeds)[0], case)))
+        rows.append(score(case, "onnx", sample_with(lambda feeds: session.run(["eps"], feeds)[0], case)))
     return rows
+
+
+def verify_lcm_sample(case: Case) -> list[Row]:
+    return unet_sample_rows(case, unet_conditions(case.config["unet"]), case.io["x_T"].shape[0], _sample_with)
 
 
 HANDLERS = {

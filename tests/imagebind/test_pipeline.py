@@ -16,6 +16,7 @@ from runtime.imagebind.inputs import read_wav
 from runtime.imagebind.preprocess import load_and_transform_audio, load_and_transform_vision
 from runtime.tokenizer import ClipTokenizer
 from tests.paths import ASSETS
+from tests.recording import Recorder
 
 SEED = 3
 
@@ -114,17 +115,6 @@ def test_zero_shot_matches_torch_softmax(tiny_bundle):
     expected = torch.softmax(img @ txt.T, dim=-1).numpy()
     np.testing.assert_allclose(probabilities, expected, atol=1e-5)
     np.testing.assert_allclose(probabilities.sum(1), 1.0, atol=1e-6)
-
-
-class Recorder:
-    """A stand-in session that records the batch of every call."""
-
-    def __init__(self, session):
-        self.session, self.component, self.batches = session, session.component, []
-
-    def run(self, feeds):
-        self.batches.append(len(next(iter(feeds.values()))))
-        return self.session.run(feeds)
 
 
 def test_more_items_than_the_profile_takes_run_in_batches(tiny_bundle):

@@ -16,6 +16,7 @@ from export.videocrafter1.reference_pipeline import generate_video_torch
 from runtime.bundle import BundleError
 from runtime.tokenizer import ClipTokenizer
 from runtime.arrays import max_relative_error, psnr
+from tests.recording import Recorder
 from tests.videos import read_video
 
 PROMPT = "a corgi running on the beach"
@@ -97,17 +98,6 @@ def test_runtime_import_has_no_torch():
 # ---------------------------------------------------------------- samplers and the diffusers-style call
 
 SMALL = dict(frames=8, height=64, width=64, progress=False)
-
-
-class Recorder:
-    """A session proxy that records the batch of every run."""
-
-    def __init__(self, session):
-        self.session, self.component, self.batches = session, session.component, []
-
-    def run(self, feeds):
-        self.batches.append(len(next(iter(feeds.values()))))
-        return self.session.run(feeds)
 
 
 @pytest.fixture

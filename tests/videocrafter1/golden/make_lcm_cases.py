@@ -22,7 +22,6 @@ for things these cases never use).
 """
 import argparse
 import json
-import math
 import sys
 import types
 from pathlib import Path
@@ -42,6 +41,7 @@ import numpy as np  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
 from lvdm.modules.networks.openaimodel3d import UNetModel  # noqa: E402
+from seeded_weights import randomize  # noqa: E402  (beside this script)
 from pipeline.t2v_turbo_vc2_pipeline import T2VTurboVC2Pipeline  # noqa: E402
 from scheduler.t2v_turbo_scheduler import T2VTurboScheduler  # noqa: E402
 
@@ -59,19 +59,6 @@ V2 = {"steps": 8, "lcm_origin_steps": 200, "guidance_scale": 7.5, "fps": 8, "use
 GRIDS = [(4, 50), (8, 200), (16, 200), (1, 50), (3, 50), (2, 1000), (6, 100)]
 STEPPED = [(4, 50), (8, 200), (1, 50)]
 CONTEXT_TOKENS = 12
-
-
-def randomize(unet, generator):
-    """Non-zero weights (the official init zeroes out/proj_out); time_cond_proj keeps its default init."""
-    with torch.no_grad():
-        for name, p in sorted(unet.named_parameters()):
-            if name == "time_cond_proj.weight":
-                continue
-            noise = torch.randn(p.shape, generator=generator)
-            if p.dim() == 1:
-                p.copy_(1.0 + 0.1 * noise if "norm" in name and name.endswith("weight") else 0.02 * noise)
-            else:
-                p.copy_(noise / math.sqrt(p[0].numel()))
 
 
 def official_unet(config, seed):

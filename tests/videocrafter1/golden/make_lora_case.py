@@ -11,7 +11,6 @@ merged state) is written for a one-off comparison and is not kept in the project
 """
 import argparse
 import json
-import math
 import sys
 import types
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
 from lvdm.modules.networks.openaimodel3d import UNetModel  # noqa: E402
+from seeded_weights import randomize  # noqa: E402  (beside this script)
 from utils.lora import collapse_lora, inject_trainable_lora_extended, monkeypatch_remove_lora, save_lora_weight  # noqa: E402
 from utils.lora_handler import LoraHandler  # noqa: E402
 
@@ -33,19 +33,6 @@ TINY_TURBO = {"in_channels": 4, "out_channels": 4, "model_channels": 32, "attent
               "temporal_selfatt_only": True, "use_causal_attention": False, "temporal_length": 8,
               "addition_attention": True, "temporal_conv": True, "use_relative_position": False,
               "fps_cond": True, "time_cond_proj_dim": 256}
-
-
-def randomize(unet, generator):
-    """Non-zero base weights (the official init zeroes out/proj_out); time_cond_proj keeps its default init."""
-    with torch.no_grad():
-        for name, p in sorted(unet.named_parameters()):
-            if name == "time_cond_proj.weight":
-                continue
-            noise = torch.randn(p.shape, generator=generator)
-            if p.dim() == 1:
-                p.copy_(1.0 + 0.1 * noise if "norm" in name and name.endswith("weight") else 0.02 * noise)
-            else:
-                p.copy_(noise / math.sqrt(p[0].numel()))
 
 
 def make_lora_file(config, base, path, generator, up_std):
