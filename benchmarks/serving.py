@@ -22,8 +22,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
-import platform
 import sys
 import tempfile
 import threading
@@ -37,14 +35,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from benchmarks.__main__ import find_bundles
+from benchmarks.__main__ import environment, find_bundles
 from engines.triton_repo import QUEUE_DEPTH, write_repository
 from engines.triton_server import LocalServer
 from runtime import Bundle, DepthPipeline, EmbeddingPipeline, VideoPipeline
 from runtime.arrays import psnr
 from runtime.backends.triton import TritonSession
 from runtime.bundle import BundleError
-from runtime.cpu import this_cpu
 from runtime.serving import PipelineClient
 
 CLIENTS = (1, 16)
@@ -257,13 +254,10 @@ def print_soak(result: dict) -> None:
 
 
 def _device() -> dict:
-    import onnxruntime
-
-    cpu = this_cpu()
-    return {"cpu": cpu.model, "cpu_class": cpu.isa, "cpu_count": len(os.sched_getaffinity(0)),
-            "platform": platform.platform(),
-            "versions": {"python": platform.python_version(), "numpy": np.__version__,
-                         "onnxruntime": onnxruntime.__version__, "tritonclient": metadata.version("tritonclient")}}
+    """The benchmarks' device facts (``benchmarks.__main__.environment``) and the client's tritonclient version."""
+    device = environment()
+    device["versions"]["tritonclient"] = metadata.version("tritonclient")
+    return device
 
 
 def run_soak(bundles: dict[str, Path], repo: Path, python: Path, seconds: float, clients: int,

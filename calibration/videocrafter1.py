@@ -7,7 +7,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from calibration.recipe import FamilyRecipe, Inputs
+from calibration.recipe import FamilyRecipe, Inputs, heldout_inputs
 from calibration.store import CalibrationData
 from runtime.arrays import psnr
 from runtime.backends import OrtSession
@@ -43,9 +43,7 @@ def end_to_end(bundle: Bundle, data: CalibrationData, int8: Mapping[str, OrtSess
     """PSNR of videos made with the INT8 UNet, then with every INT8 graph, against the FP32 video."""
     from runtime.videocrafter1 import VideoPipeline
 
-    heldout = data.index.get("heldout_samples") or [0]
-    sample = heldout[0]
-    chosen = data.index["inputs"][sample]
+    sample, chosen = heldout_inputs(data)[0]
     steps, frames = data.index.get("steps"), data.index.get("frames")
 
     def generate(pipeline):
