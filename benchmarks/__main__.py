@@ -7,7 +7,8 @@ family is found, its tiny presets are exported for the run (``export.<family>.cl
 ``--preset released`` runs the suites' ``bench_released(repeats=)`` instead: released
 configurations, seeded random weights, exported once into a cache folder
 (``benchmarks.released``), torch eager then every backend and precision on the same
-inputs. The table and the JSON show the same figures; the JSON adds the device, the
+inputs. ``--preset video`` runs ``bench_video()``: whole 16-frame videos at released size, one
+row per sampler, steps, backend and precision (``benchmarks.video``; VideoCrafter1 only). The table and the JSON show the same figures; the JSON adds the device, the
 library versions and the ONNX Runtime settings.
 """
 from __future__ import annotations
@@ -28,11 +29,12 @@ from benchmarks.figures import line_plot
 from benchmarks.measure import FamilyReport, Row, write_json
 from benchmarks.peak_memory import describe
 from benchmarks.released import cache_dir
+from benchmarks.video import describe_video
 from runtime.bundle import MANIFEST, Bundle
 from runtime.cpu import this_cpu
 from runtime.families import FAMILIES, family_modules
 
-PRESETS = ("tiny", "released")
+PRESETS = ("tiny", "released", "video")
 REPEATS = 3
 _COLUMNS = ("bundle", "item", "shape", "backend", "precision", "runtime ms", "torch ms", "torch/rt", "fp32/this",
             "cosine", "SNR dB", "GFLOP", "rt GFLOP/s", "rt peak MB", "torch peak MB")
@@ -116,11 +118,12 @@ def run(bundle_dir: Path, *, preset: str, outputs: Path, families: tuple[str, ..
     exported_to = None
     with tempfile.TemporaryDirectory(prefix="bench-bundles-") as scratch:
         for family in families:
-            if preset == "released":
-                if hasattr(suites[family], "bench_released"):
-                    reports[family] = suites[family].bench_released(repeats=REPEATS, log=log)
+            if preset != "tiny":
+                suite = getattr(suites[family], f"bench_{preset}", None)
+                if suite is None:
+                    log(f"{family}: no {preset} benchmark; skipped")
                 else:
-                    log(f"{family}: no released-size benchmark yet; skipped")
+                    reports[family] = suite(log=log) if preset == "video" else suite(repeats=REPEATS, log=log)
                 continue
             bundles = found.get(family, [])
             if not bundles:
@@ -138,7 +141,7 @@ def run(bundle_dir: Path, *, preset: str, outputs: Path, families: tuple[str, ..
         "command": f"python -m benchmarks --preset {preset} --family {' '.join(families)}",
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "repeats": REPEATS, "statistic": "median", "bundle_dir": str(bundle_dir), "exported_tiny_to": exported_to,
-        "released_cache": str(cache_dir()) if preset == "released" else None,
+        "released_cache": str(cache_dir()) if preset != "tiny" else None,
         "device": environment(), "onnxruntime_settings": ort_settings(), "plots": plots,
         "families": {family: {"rows": [_row_json(r) for r in report.rows], "figures": report.figures,
                               "plots": report.plots, "notes": report.notes} for family, report in reports.items()},
@@ -164,6 +167,7 @@ def summary(result: dict) -> str:
             lines.append(f"{name} {b['bundle']}: sampler {b['sampler_s'] * 1e3:.1f} ms, of which numpy outside the "
                          f"UNet {b['sampler_numpy_s'] * 1e3:.2f} ms ({b['sampler_numpy_share']:.2%})")
         lines += [f"{name} peak memory: {describe(found)}" for found in family["figures"].get("peak_memory", [])]
+        lines += [f"{name} whole video: {describe_video(found)}" for found in family["figures"].get("whole_video", [])]
         convergence = family["figures"].get("sampler_convergence")
         if convergence:
             lines += samplers.table(convergence["bundle"], convergence)
@@ -178,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", choices=PRESETS, default="tiny",
                         help="tiny: the tiny presets, 3 repeats (minutes on a 2-core CPU); released: the released "
                              "configurations (exported once into $EDGE_BENCH_CACHE, default "
-                             "~/.cache/edge-deploy/released-bundles; needs about 14 GiB of free memory)")
+                             "~/.cache/edge-deploy/released-bundles; needs about 14 GiB of free memory); video: "
+                             "whole 16-frame videos at released size (about an hour on a 2-core CPU)")
     parser.add_argument("--family", nargs="+", choices=FAMILIES, default=list(FAMILIES),
                         help="families to benchmark (default: all)")
     parser.add_argument("--json", type=Path, help="also write every figure (and device, versions) to this file")

@@ -1,5 +1,6 @@
-"""``python -m benchmarks.peak_memory BUNDLE [--memory normal|low] [--backend NAME] [--frames F] [--steps S]``: the
-peak resident memory and the time split of one VideoCrafter1 ``generate`` in a fresh process, printed as JSON.
+"""``python -m benchmarks.peak_memory BUNDLE [--memory normal|low] [--backend NAME] [--precision P] [--frames F]
+[--sampler NAME] [--steps S] [--guidance-scale W]``: the peak resident memory and the time split of one
+VideoCrafter1 ``generate`` in a fresh process, printed as JSON.
 
 A high-water mark covers a process's whole life, so each measurement is a process of
 its own (:func:`run_child` starts one and reads its JSON). It reports ``VmHWM`` of
@@ -31,9 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.measure import time_graphs
-from runtime.backends.base import MEMORY_MODES
+from runtime.backends.base import MEMORY_MODES, Backend
 from runtime.bundle import Bundle
 from runtime.videocrafter1 import VideoPipeline
+from runtime.videocrafter1.sampling import GUIDANCE_FREE, SAMPLERS
 
 _STATUS_KEYS = ("VmRSS", "RssAnon", "RssFile", "VmHWM")
 _BACKEND_LIBRARIES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
@@ -99,41 +101,48 @@ def _cache_files() -> int | None:
     return sum(1 for _ in folder.iterdir()) if folder.is_dir() else None
 
 
-def measure_generate(bundle_root: str | Path, *, prompt: str, memory: str, backend: str, frames: int, steps: int
+def measure_generate(bundle_root: str | Path, *, prompt: str, memory: str, backend: str, frames: int, steps: int,
+                     sampler: str = "ddim", guidance_scale: float | None = None, precision: str = "fp32"
                      ) -> dict[str, Any]:
-    """Open the pipeline and run one ``generate`` of ``prompt`` (the bundle's guidance, size and DDIM) here."""
+    """Open the pipeline and run one ``generate`` of ``prompt`` here: ``sampler`` at ``steps``, the bundle's size,
+    and its guidance scale unless ``guidance_scale`` is given; ``precision`` is OpenVINO's (ONNX Runtime: fp32)."""
     importlib.import_module(_BACKEND_LIBRARIES.get(backend, "onnxruntime"))
     bundle = Bundle(bundle_root)
     baseline = status_kb()["VmRSS"]
     cached_before = _cache_files() if backend == "openvino" else None
-    with RssSampler() as sampler:
+    chosen = Backend(backend, precision=precision) if backend == "openvino" else backend
+    with RssSampler() as rss:
         start = time.perf_counter()
-        pipeline = VideoPipeline(bundle, backend=backend, memory=memory)
+        pipeline = VideoPipeline(bundle, backend=chosen, memory=memory)
         open_s = time.perf_counter() - start
         with pipeline:
             c = pipeline.constants
-            split = time_graphs(pipeline, lambda: pipeline.generate(prompt, frames=frames, steps=steps,
+            scale = c.sampling.guidance_scale if guidance_scale is None else guidance_scale
+            split = time_graphs(pipeline, lambda: pipeline.generate(prompt, frames=frames, sampler=sampler,
+                                                                    steps=steps, guidance_scale=scale,
                                                                     progress=False))
             names = list(pipeline.sessions)
-        after_close = sampler.read()["VmRSS"]
+            precisions = {name: getattr(session, "precision", "fp32") for name, session in pipeline.sessions.items()}
+        after_close = rss.read()["VmRSS"]
     status = status_kb()
     weights = {name: bundle.weight_bytes(name) for name in names}
     largest = max(weights, key=weights.get)
     # the kernel raises VmHWM lazily (on unmapping, exit), so memory freed without unmapping can peak above it
-    peak_bytes = max(status["VmHWM"], sampler.at_peak["VmRSS"]) * 1024
+    peak_bytes = max(status["VmHWM"], rss.at_peak["VmRSS"]) * 1024
+    guided = scale != 1.0 and sampler not in GUIDANCE_FREE
     return {
-        "bundle": bundle.manifest.variant, "memory": memory, "backend": backend, "precision": "fp32",
-        "frames": frames, "steps": steps, "height": c.height, "width": c.width,
-        "guidance_scale": c.sampling.guidance_scale,
-        "unet_batch": min(pipeline.unet_batch or 2, 2 if c.sampling.guidance_scale != 1.0 else 1),
+        "bundle": bundle.manifest.variant, "memory": memory, "backend": backend, "precision": precision,
+        "graph_precisions": precisions, "frames": frames, "sampler": sampler, "steps": steps, "height": c.height,
+        "width": c.width, "guidance_scale": scale, "guided": guided,
+        "unet_batch": min(pipeline.unet_batch or 2, 2 if guided else 1),
         "peak_rss_bytes": peak_bytes, "vm_hwm_bytes": status["VmHWM"] * 1024,
         "ru_maxrss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "baseline_rss_bytes": baseline * 1024, "rss_after_close_bytes": after_close * 1024,
-        "max_rss_anon_bytes": sampler.max_anon_kb * 1024, "max_rss_file_bytes": sampler.max_file_kb * 1024,
-        "at_peak_sample": {"rss_bytes": sampler.at_peak["VmRSS"] * 1024,
-                           "anon_bytes": sampler.at_peak["RssAnon"] * 1024,
-                           "file_bytes": sampler.at_peak["RssFile"] * 1024},
-        "rss_samples": sampler.samples,
+        "max_rss_anon_bytes": rss.max_anon_kb * 1024, "max_rss_file_bytes": rss.max_file_kb * 1024,
+        "at_peak_sample": {"rss_bytes": rss.at_peak["VmRSS"] * 1024,
+                           "anon_bytes": rss.at_peak["RssAnon"] * 1024,
+                           "file_bytes": rss.at_peak["RssFile"] * 1024},
+        "rss_samples": rss.samples,
         "weight_bytes": weights, "largest_component": largest, "largest_weight_bytes": weights[largest],
         "all_weight_bytes": sum(weights.values()), "peak_over_largest": peak_bytes / weights[largest],
         "open_s": open_s, **split,
@@ -141,11 +150,14 @@ def measure_generate(bundle_root: str | Path, *, prompt: str, memory: str, backe
     }
 
 
-def run_child(bundle_root: str | Path, *, prompt: str, memory: str, backend: str, frames: int, steps: int
-              ) -> dict[str, Any]:
+def run_child(bundle_root: str | Path, *, prompt: str, memory: str, backend: str, frames: int, steps: int,
+              sampler: str = "ddim", guidance_scale: float | None = None, precision: str = "fp32") -> dict[str, Any]:
     """:func:`measure_generate` in a fresh Python process (this checkout's packages); its JSON."""
     command = [sys.executable, "-m", "benchmarks.peak_memory", str(bundle_root), "--prompt", prompt,
-               "--memory", memory, "--backend", backend, "--frames", str(frames), "--steps", str(steps)]
+               "--memory", memory, "--backend", backend, "--precision", precision, "--frames", str(frames),
+               "--sampler", sampler, "--steps", str(steps)]
+    if guidance_scale is not None:
+        command += ["--guidance-scale", str(guidance_scale)]
     path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": path})
@@ -164,7 +176,8 @@ def describe(found: dict[str, Any]) -> str:
     graphs = ", ".join(f"{k} {v:.1f} s" for k, v in found["graph_s"].items())
     switching = sum(found["switch_s"].values())
     return (f"{found['bundle']} generate_video {found['frames']}x{found['height']}x{found['width']}, "
-            f"{found['steps']} DDIM steps, {found['backend']} {found['precision']}, memory={found['memory']}: "
+            f"{found['steps']} {found['sampler']} steps, {found['backend']} {found['precision']}, "
+            f"memory={found['memory']}: "
             f"peak RSS {found['peak_rss_bytes'] / gb:.2f} GB (highest sample: anon {peak['anon_bytes'] / gb:.2f} + "
             f"file-backed {peak['file_bytes'] / gb:.2f} GB; after imports {found['baseline_rss_bytes'] / gb:.2f} GB) = "
             f"{found['peak_over_largest']:.2f}x the largest component ({found['largest_component']} "
@@ -181,11 +194,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompt", default="a corgi running on the beach")
     parser.add_argument("--memory", choices=MEMORY_MODES, default="low")
     parser.add_argument("--backend", choices=tuple(_BACKEND_LIBRARIES), default="onnxruntime")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="OpenVINO's inference precision (ONNX Runtime runs the graphs as exported)")
     parser.add_argument("--frames", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=2, help="DDIM steps (UNet calls)")
+    parser.add_argument("--sampler", choices=tuple(SAMPLERS), default="ddim")
+    parser.add_argument("--steps", type=int, default=2, help="sampler steps")
+    parser.add_argument("--guidance-scale", type=float, help="default: the bundle's")
     args = parser.parse_args(argv)
     result = measure_generate(args.bundle, prompt=args.prompt, memory=args.memory, backend=args.backend,
-                              frames=args.frames, steps=args.steps)
+                              frames=args.frames, steps=args.steps, sampler=args.sampler,
+                              guidance_scale=args.guidance_scale, precision=args.precision)
     print(json.dumps(result))
     return 0
 

@@ -315,3 +315,24 @@ def _released_item(config, name: str, recorded: dict | None = None):
     if name != "text_encoder":
         feeds = {k: v[:1] for k, v in feeds.items()}
     return Item(name, _RELEASED_LABELS[name], feeds, spec.run_torch)
+
+
+def bench_video(*, log=print) -> FamilyReport:
+    """Whole 16-frame videos at released size (:mod:`benchmarks.video`); each variant's bundle exported into the
+    cache first when missing."""
+    from benchmarks.released import cached_bundle
+    from benchmarks.video import MEMORY, video_rows
+    from export.videocrafter1.bundle import export_bundle
+    from export.videocrafter1.presets import released_variants
+
+    variants = released_variants()
+
+    def bundle(name: str) -> Bundle:
+        return cached_bundle(f"{FAMILY}-{name}", lambda out: export_bundle(variants[name], out, log=log), log)
+
+    report = FamilyReport()
+    report.rows, report.figures["whole_video"] = video_rows(bundle, log=log)
+    report.notes.append(f"videocrafter1 whole video: one 16-frame video per measurement in a fresh process, "
+                        f"memory={MEMORY}; 'runtime ms' is the generate call, 'rt peak MB' the process's peak RSS "
+                        "(VmHWM, not a rise); rows marked projected scale the measured UNet time by steps")
+    return report

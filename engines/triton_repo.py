@@ -151,6 +151,8 @@ def _write_graph(bundle: Bundle, component: Component, version: Path, platform: 
         _place(_engine_file(bundle, component, precision), version / "model.plan")
         return
     graph = bundle.component_path(component.name)
+    if component.ort_graph:  # ONNX Runtime runs both platforms: its graph with fused attention, same weights
+        graph = bundle.verify(component.ort_graph)
     _place(graph, version / "model.onnx")
     for rel in component.extra_files:  # external data, found by the graph relative to its own folder
         extra = bundle.verify(rel)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from export.onnx_io import export_onnx, run_onnx
+from export.ort_attention import write_ort_graph
 from runtime.arrays import agreement
 from runtime.bundle import Component, TensorSpec
 
@@ -144,10 +145,12 @@ class GraphCheck:
     max_abs: float
     cosine: float
     seconds: float
+    fused_attention: int = 0  # attentions fused in the ONNX Runtime graph (checked too: the worst of both is shown)
 
     def line(self) -> str:
+        fused = f", {self.fused_attention} attentions fused for onnxruntime" if self.fused_attention else ""
         return (f"  {self.name:<16} onnxruntime vs torch: max abs {self.max_abs:.2e}, cosine {self.cosine:.8f} "
-                f"(export {self.seconds:.1f} s)")
+                f"(export {self.seconds:.1f} s{fused})")
 
 
 def compare_outputs(reference: Mapping[str, np.ndarray], found: Mapping[str, np.ndarray]) -> tuple[float, float]:
@@ -193,6 +196,10 @@ def check_graph(traced: TracedGraph) -> tuple[Component, GraphCheck, dict[str, n
     spec, path, feeds = traced.spec, traced.path, traced.feeds
     found = run_onnx(path, {n: feeds[n] for n in spec.inputs})
     max_abs, cosine = compare_outputs(traced.reference, found)
+    fused = write_ort_graph(path)
+    if fused is not None:  # ONNX Runtime's own graph is checked against torch the same way
+        fused_abs, fused_cosine = compare_outputs(traced.reference, run_onnx(fused[0], {n: feeds[n] for n in spec.inputs}))
+        max_abs, cosine = max(max_abs, fused_abs), min(cosine, fused_cosine)
     inputs, outputs = spec.tensor_specs(feeds, traced.reference)
     extra = tuple(sorted(p.name for p in path.parent.glob(path.name + ".data")))
     component = Component(
@@ -202,6 +209,7 @@ def check_graph(traced: TracedGraph) -> tuple[Component, GraphCheck, dict[str, n
         outputs=outputs,
         profile=spec.profile(feeds, traced.ranges),
         extra_files=extra,
+        ort_graph=fused[0].name if fused else "",
     )
     seconds = traced.seconds + time.perf_counter() - start
-    return component, GraphCheck(spec.name, max_abs, cosine, seconds), found
+    return component, GraphCheck(spec.name, max_abs, cosine, seconds, fused[1] if fused else 0), found

@@ -13,6 +13,7 @@ Layout (``format`` = ``edge-bundle/1``)::
                            "outputs": [{"name", "dtype", "shape": [int | str]}],
                            "profile": {input: {"min": [..], "opt": [..], "max": [..]}},
                            "engines": [{...}],
+                           "ort_graph": relpath  (optional: the graph with ONNX Runtime's fused attention),
                            "int8": {...}  (optional: Q/DQ graph, calibration cache, method)}},
      "pipeline": {constants the runtime needs}}
 """
@@ -72,6 +73,12 @@ class Component:
     engines: tuple[Mapping[str, Any], ...] = ()
     extra_files: tuple[str, ...] = ()
     int8: Mapping[str, Any] = field(default_factory=dict)
+    ort_graph: str = ""  # the same graph with ONNX Runtime's fused attention (export.ort_attention); same weights
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        """The files export writes for this component: its graph, the graph's external data, its ONNX Runtime graph."""
+        return (self.file, *self.extra_files, *filter(None, [self.ort_graph]))
 
     @classmethod
     def from_json(cls, name: str, data: Mapping[str, Any]) -> "Component":
@@ -87,10 +94,12 @@ class Component:
             engines=tuple(data.get("engines", ())),
             extra_files=tuple(data.get("extra_files", ())),
             int8=dict(data.get("int8", {})),
+            ort_graph=str(data.get("ort_graph", "")),
         )
 
     def to_json(self) -> dict[str, Any]:
-        optional = {"int8": dict(self.int8)} if self.int8 else {}
+        optional = {**({"ort_graph": self.ort_graph} if self.ort_graph else {}),
+                    **({"int8": dict(self.int8)} if self.int8 else {})}
         return {
             "file": self.file,
             "extra_files": list(self.extra_files),
@@ -219,7 +228,7 @@ class Bundle:
         """The files the backends load (graphs, their external data, engines, INT8 graphs), not the pipeline's."""
         files = set()
         for component in self.manifest.components.values():
-            files |= {component.file, *component.extra_files, *(str(e.get("file")) for e in component.engines)}
+            files |= {*component.files, *(str(e.get("file")) for e in component.engines)}
             files |= {v for v in component.int8.values() if isinstance(v, str) and v in self.manifest.files}
         return files
 

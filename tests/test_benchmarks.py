@@ -214,3 +214,36 @@ def test_released_i2v_reuses_the_t2v_text_encoder_and_vae():
     t2v, i2v = variants["t2v-512"], variants["i2v-512"]
     assert (i2v.text, i2v.vae) == (t2v.text, t2v.vae)
     assert i2v.unet != t2v.unet and i2v.mode == "i2v"
+
+
+def test_whole_video_suite_measures_each_sampler_once_and_projects_by_steps(tmp_path, monkeypatch):
+    """``--preset video`` with tiny presets standing in for the released ones: one fresh process per
+    (variant, sampler, backend, precision), the rows of more steps scaled from it by the step ratio."""
+    from benchmarks import peak_memory, videocrafter1 as bench_vc
+    from benchmarks.video import MEASURED_STEPS, ROWS
+    from export.videocrafter1 import presets
+
+    tiny, turbo = presets.tiny_variants(), presets.tiny_turbo_variants()
+    monkeypatch.setattr(presets, "released_variants",
+                        lambda: {"t2v-512-v2": tiny["tiny-t2v"], "t2v-turbo-vc2": turbo["tiny-t2v-turbo"]})
+    monkeypatch.setenv("EDGE_BENCH_CACHE", str(tmp_path))
+    children = []
+    measured = peak_memory.run_child
+    monkeypatch.setattr(peak_memory, "run_child", lambda *a, **k: children.append(k) or measured(*a, **k))
+    report = bench_vc.bench_video(log=lambda _: None)
+    assert [(c["sampler"], c["steps"], c["frames"]) for c in children] == [
+        ("ddim", MEASURED_STEPS[True], 8), ("dpmpp-2m", MEASURED_STEPS[True], 8), ("lcm", 4, 8)]
+    figures = report.figures["whole_video"]
+    assert [(f["sampler"], f["steps"]) for f in figures] == sorted(
+        [(r.sampler, r.steps) for r in ROWS], key=lambda s: ({"ddim": 0, "dpmpp-2m": 1, "lcm": 2}[s[0]], s[1]))
+    by = {(f["sampler"], f["steps"]): f for f in figures}
+    lcm4, lcm8, ddim = by["lcm", 4], by["lcm", 8], by["ddim", 50]
+    assert not lcm4["projected"] and lcm8["projected"] and ddim["projected"]
+    assert (lcm4["guided"], ddim["guided"], ddim["unet_batch"]) == (False, True, 1)  # low memory: one branch a call
+    assert math.isclose(lcm8["unet_s"], 2 * lcm4["unet_s"]) and lcm8["vae_s"] == lcm4["vae_s"]
+    assert math.isclose(ddim["unet_call_s"] * 2 * 50, ddim["unet_s"])  # two calls of batch 1 a step
+    for f, row in zip(figures, report.rows):
+        assert math.isclose(f["end_to_end_s"], f["text_s"] + f["unet_s"] + f["vae_s"] + f["switch_s"]
+                            + f["outside_graphs_s"])
+        assert row.runtime_ms == f["end_to_end_s"] * 1e3 and row.runtime_peak_mb == f["peak_rss_bytes"] / 2**20
+        assert ("projected" in row.item) == f["projected"] and row.shape == "8x64x64"

@@ -44,7 +44,8 @@ def test_every_component_config_matches_the_manifest(tiny_bundles, tmp_path, pla
             assert policy.default_timeout_microseconds == QUEUE_TIMEOUT_MS * 1000
             assert policy.timeout_action == pb.ModelQueuePolicy.REJECT
             assert config.dynamic_batching.max_queue_delay_microseconds == (500 if batch else 0)
-            assert filecmp.cmp(folder / "1" / "model.onnx", bundle.component_path(component.name), shallow=False)
+            served = bundle.root / (component.ort_graph or component.file)  # ONNX Runtime's graph where there is one
+            assert filecmp.cmp(folder / "1" / "model.onnx", served, shallow=False)
             assert (folder / "1" / "model.py").is_file() == (platform == "python")
             assert (config.backend, config.platform) == (("python", "") if platform == "python"
                                                          else ("", "onnxruntime_onnx"))

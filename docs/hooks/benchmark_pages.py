@@ -127,7 +127,23 @@ def breakdown_lines(family: str, figures: dict) -> list[str]:
                          f"({b['outside_graphs_share']:.1%})")
         except (KeyError, TypeError, AttributeError):
             continue
-    others = sorted(k for k in figures if k != "end_to_end_breakdown")
+    video = [v for v in figures.get("whole_video") or [] if isinstance(v, dict)]
+    if video:
+        lines += ["", "Whole video (seconds; UNet rows marked * scale the measured steps):", "",
+                  "| variant | sampler | steps | guided | backend | precision | text | UNet | VAE | opening/freeing "
+                  "| total | peak RSS GiB |", "| --- | --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: "
+                  "| ---: |"]
+        for v in video:
+            try:
+                unet = f"{v['unet_s']:.0f}{' *' if v.get('projected') else ''}"
+                lines.append("| " + " | ".join(_cell(x) for x in (
+                    v["variant"], v["sampler"], v["steps"], _yes_no(v["guided"]), v["backend"], v["precision"],
+                    f"{v['text_s']:.1f}", unet, f"{v['vae_s']:.0f}", f"{v['switch_s']:.0f}",
+                    f"{v['end_to_end_s']:.0f}", f"{v['peak_rss_bytes'] / 2**30:.2f}")) + " |")
+            except (KeyError, TypeError, ValueError):
+                continue
+        lines.append("")
+    others = sorted(k for k in figures if k not in ("end_to_end_breakdown", "whole_video"))
     if others:
         lines.append(f"- also in the JSON (`families.{family}.figures`): " + ", ".join(f"`{k}`" for k in others))
     return lines

@@ -178,7 +178,7 @@ def export_bundle(config: DepthConfig | InstanceConfig, out: Path, *, checkpoint
         table_files = tables["files"]
         for key, rel in table_files.items():
             np.save(root / rel, np.ascontiguousarray(tables["arrays"][key], dtype=np.float32))
-        files = list(table_files.values()) + [f for c in components.values() for f in (c.file, *c.extra_files)]
+        files = list(table_files.values()) + [f for c in components.values() for f in c.files]
         manifest = Manifest(family="ait", variant=config.name, components=components,
                             pipeline=tables["constants"].to_dict(), files={f: {} for f in files},
                             note="; ".join([f"weights: {source}", *config.notes]))

@@ -121,7 +121,7 @@ def export_bundle(preset: ImageBindPreset, out: Path, *, checkpoint: Path | None
 
             for component in export_component(f"[{index}/{len(specs)}] {spec.name}", spec, build, root, log):
                 components[component.name] = component
-        files = [f for c in components.values() for f in (c.file, *c.extra_files)]
+        files = [f for c in components.values() for f in c.files]
         if "text" in chosen:
             (root / TOKENIZER_FILE).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(VOCAB_FILE, root / TOKENIZER_FILE)

@@ -130,7 +130,7 @@ def export_bundle(config: VariantConfig, out: Path, *, checkpoint: Path | None =
                 components[component.name] = component
         (root / TOKENIZER_FILE).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(VOCAB_FILE, root / TOKENIZER_FILE)
-        files = [TOKENIZER_FILE] + [f for c in components.values() for f in (c.file, *c.extra_files)]
+        files = [TOKENIZER_FILE] + [f for c in components.values() for f in c.files]
         manifest = Manifest(
             family="videocrafter1", variant=config.name, components=components,
             pipeline=pipeline_constants(config).to_dict(), files={f: {} for f in files},

@@ -61,8 +61,9 @@ class OrtSession(BaseSession):
     """A component run by ONNX Runtime (CPU by default, CUDA when available and asked for).
 
     ``graph`` runs another ONNX file of the component (e.g. its INT8 Q/DQ graph) behind the
-    same manifest entry; by default the component's own graph. ``memory="low"`` runs without
-    the CPU memory arena (see :func:`inference_session`).
+    same manifest entry; by default the component's ONNX Runtime graph where the bundle has one (the
+    same graph with fused attention, ``export.ort_attention``), else its standard graph.
+    ``memory="low"`` runs without the CPU memory arena (see :func:`inference_session`).
     """
 
     options = frozenset({"providers", "threads", "graph", "memory"})
@@ -72,6 +73,8 @@ class OrtSession(BaseSession):
                  graph: str | Path | None = None, memory: str = "normal"):
         super().__init__(bundle.component(name))
         path = Path(graph) if graph is not None else bundle.component_path(name)
+        if graph is None and self.component.ort_graph:
+            path = bundle.verify(self.component.ort_graph)
         try:
             self._session = inference_session(path, providers=providers, threads=threads, arena=memory != "low")
         except _ort_load_errors() as exc:

@@ -1,0 +1,211 @@
+"""T2V-Turbo v1 at released size against the OFFICIAL pipeline: the decoded video from the same noise.
+
+Run by hand (about 20 minutes and 12 GiB on a 2-core CPU), with the official repository's ``lvdm/``,
+``utils/``, ``scheduler/`` and ``pipeline/`` importable (``git archive HEAD lvdm utils scheduler pipeline``
+of Ji4chenLi/t2v-turbo; none of it is kept here) and the golden generators' folder for their helpers::
+
+    PYTHONPATH=/tmp/t2v-turbo:tests/videocrafter1/golden nice /usr/bin/time -v \\
+        .venv/bin/python -m benchmarks.probes.turbo_official WORK [--frames 8] [--seed 0] [--up-std 0.02]
+
+1. Official-layout files from seeded random weights, written under ``WORK``: ``model.ckpt`` (Lightning
+   layout, ``state_dict`` of ``model.diffusion_model.*`` from the official ``UNetModel`` built with
+   VideoCrafter2's config, ``first_stage_model.*`` from the official ``AutoencoderKL``, and
+   ``cond_stage_model.model.*`` from the export's OpenCLIP text tower, which has open_clip's names);
+   ``unet_lora.pt`` made by the official training path (``inject_trainable_lora_extended`` at rank 64, the
+   ups and downs given random values, saved by ``save_lora_weight``); ``time_cond_proj.pt``, the base
+   ``time_cond_proj`` the official UNet drew.
+2. ``python -m export videocrafter1 --variant t2v-turbo-vc2`` from those three files, in a child process.
+3. The runtime (ONNX Runtime, ``memory="low"``): the prompt's context, then ``generate`` from x_T and the
+   per-step noise (the official generator's draws, replayed), latents and the decoded uint8 video.
+4. The official ``T2VTurboVC2Pipeline`` (the app's LoRA loading: ``LoraHandler``, ``collapse_lora``) on the
+   same context (``prompt_embeds``), x_T (``latents``) and generator, decoded by the official
+   ``decode_first_stage_2DAE`` and saved to uint8 as the official app saves videos.
+
+Prints JSON: PSNR of the two uint8 videos (the issue's bar: 40 dB), SNR and max abs of the final latents,
+the share of clipped pixels, and the time of each part. The runtime's weights are freed before the
+official modules are built, so the two never share the memory.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+
+import numpy as np
+
+PROMPT = "a corgi running on the beach at sunset"
+VARIANT = "t2v-turbo-vc2"
+
+
+def _stub_training_imports() -> None:
+    """torchvision and pytorch_lightning: imported by the official modules for things never used here."""
+    import diffusers  # noqa: F401  (before the stubs: it probes for torchvision itself)
+    import torch
+
+    sys.modules.setdefault("torchvision", types.ModuleType("torchvision"))
+    utils = types.ModuleType("torchvision.utils")
+    utils.make_grid = None
+    sys.modules.setdefault("torchvision.utils", utils)
+    lightning = types.ModuleType("pytorch_lightning")
+    lightning.LightningModule = torch.nn.Module
+    sys.modules.setdefault("pytorch_lightning", lightning)
+
+
+def official_files(work: Path, config, seed: int, up_std: float) -> dict[str, Path]:
+    """Step 1: ``model.ckpt``, ``unet_lora.pt`` and ``time_cond_proj.pt`` under ``work``."""
+    import torch
+    from lvdm.models.autoencoder import AutoencoderKL
+    from lvdm.modules.networks.openaimodel3d import UNetModel
+    from seeded_weights import randomize
+    from utils.lora import inject_trainable_lora_extended, save_lora_weight
+
+    from export.videocrafter1.bundle import build_component
+
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)  # time_cond_proj: the default nn.Linear init, as the official app draws it
+    unet = UNetModel(**config.unet)
+    randomize(unet, generator)
+    vae = AutoencoderKL(**config.vae)
+    randomize(vae, generator)
+    text = build_component(config, "text_encoder", None, seed=seed)
+    state = {**{f"model.diffusion_model.{k}": v for k, v in unet.state_dict().items() if k != "time_cond_proj.weight"},
+             **{f"first_stage_model.{k}": v for k, v in vae.state_dict().items()},
+             **{f"cond_stage_model.model.{k}": v for k, v in text.state_dict().items()}}
+    files = {"checkpoint": work / "model.ckpt", "lora": work / "unet_lora.pt",
+             "time_cond_proj": work / "time_cond_proj.pt"}
+    torch.save({"state_dict": state}, files["checkpoint"])
+    torch.save(unet.time_cond_proj.weight.detach().clone(), files["time_cond_proj"])
+    del state, vae, text
+    inject_trainable_lora_extended(unet, {"UNetModel"}, r=64)
+    with torch.no_grad():
+        for name, p in unet.named_parameters():
+            if name.endswith("lora_up.weight"):
+                p.copy_(up_std * torch.randn(p.shape, generator=generator))
+            elif name.endswith("lora_down.weight"):
+                p.copy_(torch.randn(p.shape, generator=generator) / p.shape[0])
+    save_lora_weight(unet, str(files["lora"]), ["UNetModel"])
+    return files
+
+
+def export_bundle(work: Path, files: dict[str, Path]) -> Path:
+    """Step 2, in a child process (its peak memory is its own)."""
+    out = work / "bundle"
+    subprocess.run([sys.executable, "-m", "export", "videocrafter1", "--variant", VARIANT,
+                    "--checkpoint", str(files["checkpoint"]), "--lora", str(files["lora"]),
+                    "--time-cond-proj", str(files["time_cond_proj"]), "--out", str(out)], check=True)
+    return out
+
+
+def run_runtime(bundle: Path, frames: int, seed: int) -> dict[str, np.ndarray]:
+    """Step 3: context, x_T, the replayed noise, the final latents and the uint8 video of the runtime."""
+    import torch
+
+    from runtime import VideoPipeline
+
+    with VideoPipeline(bundle, backend="onnxruntime", memory="low") as pipeline:
+        c = pipeline.constants
+        shape = pipeline.latent_shape(1, frames, c.height, c.width)
+        x_T = np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
+        replay = torch.Generator().manual_seed(seed + 1)  # the official generator's draws, one per step
+        noise = [torch.randn(shape, generator=replay).numpy() for _ in range(c.sampling.steps)]
+        context = pipeline.encode_text([PROMPT])
+        latents = pipeline.generate(PROMPT, frames=frames, latents=x_T, noise=noise[:-1], output_type="latent")
+        video = pipeline.decode(latents)[0]
+    return {"context": context, "x_T": x_T, "latents": latents, "video": video}
+
+
+def run_official(config, files: dict[str, Path], found: dict[str, np.ndarray], frames: int, seed: int
+                 ) -> dict[str, np.ndarray]:
+    """Step 4: the official pipeline from the official files, on the runtime's context, x_T and noise."""
+    import torch
+    from lvdm.models.autoencoder import AutoencoderKL
+    from lvdm.models.ddpm3d import LatentDiffusion
+    from make_lora_case import merge_like_the_app
+    from pipeline.t2v_turbo_vc2_pipeline import T2VTurboVC2Pipeline
+    from scheduler.t2v_turbo_scheduler import T2VTurboScheduler
+
+    state = torch.load(files["checkpoint"], mmap=True, weights_only=True)["state_dict"]
+    prefix = "model.diffusion_model."
+    base = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    base["time_cond_proj.weight"] = torch.load(files["time_cond_proj"], weights_only=True)
+    unet = merge_like_the_app(config.unet, base, files["lora"])
+    vae = AutoencoderKL(**config.vae)
+    vae.load_state_dict({k[len("first_stage_model."):]: v for k, v in state.items()
+                         if k.startswith("first_stage_model.")})
+
+    class Model(torch.nn.Module):
+        """What the pipeline reads of a LatentDiffusion, with its own decode method."""
+
+        scale_factor = config.inference["scale_factor"]
+        decode_first_stage_2DAE = LatentDiffusion.decode_first_stage_2DAE
+
+        def __init__(self):
+            super().__init__()
+            self.model = torch.nn.Module()
+            self.model.diffusion_model = unet
+            self.first_stage_model = vae.eval()
+            self.cond_stage_model = None
+
+    class CPUPipeline(T2VTurboVC2Pipeline):
+        _execution_device = torch.device("cpu")
+        dtype = torch.float32
+
+    sampling = config.inference
+    pipe = CPUPipeline(Model(), T2VTurboScheduler(num_train_timesteps=1000, linear_start=0.00085,
+                                                  linear_end=0.012),
+                       {"params": {"unet_config": {"params": {"in_channels": 4}}}})
+    with torch.no_grad():
+        videos = pipe(prompt_embeds=torch.from_numpy(found["context"]), height=config.height, width=config.width,
+                      frames=frames, fps=sampling["fps"], guidance_scale=sampling["guidance_scale"],
+                      generator=torch.Generator().manual_seed(seed + 1), latents=torch.from_numpy(found["x_T"]),
+                      num_inference_steps=sampling["steps"], lcm_origin_steps=sampling["lcm_origin_steps"],
+                      output_type="latent")
+        latents = videos.clone()
+        decoded = Model.decode_first_stage_2DAE(pipe.pretrained_t2v, latents)
+    video = ((torch.clamp(decoded[0].float(), -1.0, 1.0) + 1.0) / 2.0 * 255).to(torch.uint8)  # the app's save
+    return {"latents": latents.numpy(), "video": video.permute(1, 2, 3, 0).numpy()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.probes.turbo_official", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("work", type=Path, help="folder for the official-layout files and the bundle")
+    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--up-std", type=float, default=0.02, help="std of the LoRA ups (the downs: 1/rank)")
+    args = parser.parse_args(argv)
+    _stub_training_imports()
+    from export.videocrafter1.presets import released_variants
+    from runtime.arrays import agreement, psnr
+
+    config = released_variants()[VARIANT]
+    args.work.mkdir(parents=True, exist_ok=True)
+    seconds = {}
+    start = time.perf_counter()
+    files = official_files(args.work, config, args.seed, args.up_std)
+    gc.collect()
+    seconds["official_files"] = time.perf_counter() - start
+    bundle = export_bundle(args.work, files)
+    seconds["export"] = time.perf_counter() - start - sum(seconds.values())
+    found = run_runtime(bundle, args.frames, args.seed)
+    seconds["runtime"] = time.perf_counter() - start - sum(seconds.values())
+    official = run_official(config, files, found, args.frames, args.seed)
+    seconds["official"] = time.perf_counter() - start - sum(seconds.values())
+    latent = agreement(official["latents"], found["latents"])
+    video = official["video"]
+    print(json.dumps({
+        "variant": VARIANT, "frames": args.frames, "height": config.height, "width": config.width,
+        "steps": config.inference["steps"], "seed": args.seed, "lora_up_std": args.up_std,
+        "video_psnr_db": psnr(video, found["video"]), "video_max_abs": int(np.abs(video.astype(int) - found["video"]).max()),
+        "clipped_share": float(np.mean((video == 0) | (video == 255))),
+        "latent_snr_db": latent.snr_db, "latent_max_abs": latent.max_abs, "seconds": seconds}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

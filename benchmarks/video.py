@@ -1,0 +1,113 @@
+"""The whole video at released size: ``python -m benchmarks --preset video`` (VideoCrafter1's full-video suite).
+
+One row per (variant, sampler, steps, backend, precision) of :data:`ROWS`: one video of the bundle's
+size (16 frames of 320x512 for the released variants) from ``generate`` (its guidance as the official code runs it), in a fresh process per
+measurement (:func:`benchmarks.peak_memory.run_child`), split into text encoder, UNet, VAE decoder,
+opening/freeing graphs and numpy outside them, with the process's peak RSS. The bundles are the
+released configurations with seeded random weights (cost does not depend on the values), exported
+once into the cache of :mod:`benchmarks.released`.
+
+A UNet call costs the same at every step (batch 1 without guidance, 2 with), so a sampler's
+cost grows only with its steps. A 2-core CPU needs over an hour for DDIM-50 with guidance, so
+each (variant, sampler, backend, precision) is measured once at ``measured_steps`` (at most
+:data:`MEASURED_STEPS`: four UNet calls of batch 1 with guidance in low memory, four without)
+and every row of it is that run with the UNet time (and the numpy between calls) scaled by
+``steps / measured_steps``: the row says ``projected`` when its steps are not the measured ones.
+Text, VAE and opening time and the peak RSS are those of the run (they do not depend on steps).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import groupby
+from typing import Any, Callable
+
+from benchmarks.measure import Row
+from runtime.videocrafter1.constants import VideoConstants
+
+FAMILY = "videocrafter1"
+PROMPT = "a corgi running on the beach"
+MEMORY = "low"  # one graph in memory at a time: the mode that fits a 16-frame released UNet in 12 GiB
+MEASURED_STEPS = {True: 2, False: 4}  # guided (two UNet calls a step in low memory) / guidance-free
+
+
+@dataclass(frozen=True)
+class VideoRow:
+    """One row asked for: ``sampler`` at ``steps`` on the released ``variant``, ``backend`` in ``precision``."""
+
+    variant: str
+    sampler: str
+    steps: int
+    backend: str = "onnxruntime"
+    precision: str = "fp32"
+
+    @property
+    def measurement(self) -> tuple[str, str, str, str]:
+        return self.variant, self.sampler, self.backend, self.precision
+
+
+# VideoCrafter2's official sampling (DDIM 50 with guidance), the fastest solver it offers here (DPM-Solver++ 20,
+# with guidance), and T2V-Turbo v1's LCM at 4 (its app's default) and 8 steps, without guidance branch.
+ROWS = (VideoRow("t2v-512-v2", "ddim", 50), VideoRow("t2v-512-v2", "dpmpp-2m", 20),
+        VideoRow("t2v-turbo-vc2", "lcm", 4), VideoRow("t2v-turbo-vc2", "lcm", 8))
+
+
+def project(found: dict[str, Any], steps: int) -> dict[str, Any]:
+    """The figures of a :func:`~benchmarks.peak_memory.measure_generate` run at ``found["steps"]`` scaled to
+    ``steps``: UNet time and numpy outside the graphs times ``steps / found["steps"]``, the rest as measured."""
+    factor = steps / found["steps"]
+    graphs = dict(found["graph_s"])
+    graphs["unet"] = graphs["unet"] * factor
+    outside = found["outside_graphs_s"] * factor
+    switch = sum(found["switch_s"].values())
+    total = sum(graphs.values()) + switch + outside
+    return {"variant": found["bundle"], "sampler": found["sampler"], "steps": steps, "measured_steps": found["steps"],
+            "projected": steps != found["steps"], "guided": found["guided"],
+            "guidance_scale": found["guidance_scale"], "backend": found["backend"], "precision": found["precision"],
+            "memory": found["memory"], "frames": found["frames"], "height": found["height"], "width": found["width"],
+            "unet_batch": found["unet_batch"], "text_s": graphs.get("text_encoder", 0.0), "unet_s": graphs["unet"],
+            "vae_s": graphs.get("vae_decoder", 0.0), "switch_s": switch, "outside_graphs_s": outside,
+            "end_to_end_s": total, "unet_call_s": found["graph_s"]["unet"] / unet_calls(found),
+            "peak_rss_bytes": found["peak_rss_bytes"], "open_s": found["open_s"]}
+
+
+def unet_calls(found: dict[str, Any]) -> int:
+    """UNet calls of a measured run: one per step and guidance branch, branches together when the batch allows."""
+    return found["steps"] * (2 if found["guided"] else 1) // found["unet_batch"]
+
+
+def video_rows(bundles: Callable[[str], Any], rows=ROWS, log=print) -> tuple[list[Row], list[dict]]:
+    """Measure each (variant, sampler, backend, precision) of ``rows`` once and project its rows; ``bundles(variant)``
+    is the released bundle of a variant. The table rows and the figures (:func:`project`) of each."""
+    from benchmarks.peak_memory import describe, run_child
+
+    table, figures = [], []
+    for key, group in groupby(sorted(rows, key=lambda r: (r.measurement, r.steps)), key=lambda r: r.measurement):
+        group = list(group)
+        variant, sampler, backend, precision = key
+        bundle = bundles(variant)
+        guided = sampler != "lcm"
+        steps = min(group[0].steps, MEASURED_STEPS[guided])
+        log(f"{variant}: one video, {sampler} {steps} steps, {backend} {precision} (fresh process)")
+        found = run_child(bundle.root, prompt=PROMPT, memory=MEMORY, backend=backend, precision=precision,
+                          frames=VideoConstants.of(bundle).frames, sampler=sampler, steps=steps)
+        log(f"  {describe(found)}")
+        for row in group:
+            figure = project(found, row.steps)
+            figures.append(figure)
+            label = f"whole video: {sampler} {row.steps} steps" + (
+                f", guidance {figure['guidance_scale']:g}" if figure["guided"] else ", no guidance branch") + (
+                f" (projected from {figure['measured_steps']} measured)" if figure["projected"] else "")
+            table.append(Row(FAMILY, variant, label, f"{figure['frames']}x{figure['height']}x{figure['width']}",
+                             backend, figure["end_to_end_s"] * 1e3, runtime_peak_mb=figure["peak_rss_bytes"] / 2**20,
+                             precision=precision))
+    return table, figures
+
+
+def describe_video(figure: dict[str, Any]) -> str:
+    """One line of the summary for a :func:`project` figure."""
+    projected = f" (UNet projected from {figure['measured_steps']} measured steps)" if figure["projected"] else ""
+    return (f"{figure['variant']} {figure['sampler']} {figure['steps']} steps, {figure['backend']} "
+            f"{figure['precision']}: {figure['end_to_end_s']:.0f} s = text {figure['text_s']:.1f} + UNet "
+            f"{figure['unet_s']:.0f} ({figure['unet_call_s']:.1f} s a call of batch {figure['unet_batch']}) + VAE {figure['vae_s']:.0f} + "
+            f"opening/freeing {figure['switch_s']:.0f} + numpy {figure['outside_graphs_s']:.2f}; peak RSS "
+            f"{figure['peak_rss_bytes'] / 2**30:.2f} GiB{projected}")
