@@ -73,17 +73,19 @@ def measure(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> Timing:
 
 
 class TimedSession:
-    """A session proxy that adds the time spent in ``run`` to ``clock[name]``.
+    """A session proxy that adds the time spent in ``run`` to ``clock[name]`` (and appends it to ``calls[name]``).
 
     A low-memory pipeline's session opens its component inside ``run`` (and frees the one before):
     that part (its ``switch_s``) goes to ``switching[name]`` instead, so ``clock`` holds graph time only.
     """
 
-    def __init__(self, session, clock: dict[str, float], switching: dict[str, float] | None = None):
+    def __init__(self, session, clock: dict[str, float], switching: dict[str, float] | None = None,
+                 calls: dict[str, list[float]] | None = None):
         self.session = session
         self.component = session.component
         self.clock = clock
         self.switching = {} if switching is None else switching
+        self.calls = {} if calls is None else calls
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         switched = getattr(self.session, "switch_s", 0.0)
@@ -95,6 +97,7 @@ class TimedSession:
             name = self.component.name
             switch = getattr(self.session, "switch_s", 0.0) - switched
             self.clock[name] = self.clock.get(name, 0.0) + elapsed - switch
+            self.calls.setdefault(name, []).append(elapsed - switch)
             if switch:
                 self.switching[name] = self.switching.get(name, 0.0) + switch
 
@@ -104,18 +107,20 @@ def time_graphs(pipeline: Pipeline, call: Callable[[], Any]) -> dict[str, Any]:
 
     ``end_to_end_s`` = ``graph_s`` (per component, inside the graphs) + ``switch_s`` (a low-memory
     pipeline opening and freeing components) + ``outside_graphs_s`` (numpy: tokenizer, sampler,
-    guidance, decode post-processing); ``outside_graphs_share`` is the last over the whole.
+    guidance, decode post-processing); ``outside_graphs_share`` is the last over the whole;
+    ``graph_calls_s`` each component's calls, in order (``graph_s`` is their sum).
     The pipeline's own sessions are put back afterwards.
     """
     clock: dict[str, float] = {}
     switching: dict[str, float] = {}
-    with pipeline.substituted(lambda _name, session: TimedSession(session, clock, switching)):
+    calls: dict[str, list[float]] = {}
+    with pipeline.substituted(lambda _name, session: TimedSession(session, clock, switching, calls)):
         start = time.perf_counter()
         call()
         total = time.perf_counter() - start
     outside = total - sum(clock.values()) - sum(switching.values())
     return {"end_to_end_s": total, "graph_s": clock, "switch_s": switching, "outside_graphs_s": outside,
-            "outside_graphs_share": outside / total}
+            "outside_graphs_share": outside / total, "graph_calls_s": calls}
 
 
 @dataclass
