@@ -5,7 +5,8 @@ Run by hand (about 20 minutes and 12 GiB on a 2-core CPU), with the official rep
 of Ji4chenLi/t2v-turbo; none of it is kept here) and the golden generators' folder for their helpers::
 
     PYTHONPATH=/tmp/t2v-turbo:tests/videocrafter1/golden nice /usr/bin/time -v \\
-        .venv/bin/python -m benchmarks.probes.turbo_official WORK [--frames 8] [--seed 0] [--up-std 0.02]
+        .venv/bin/python -m benchmarks.probes.turbo_official WORK [--frames 8] [--seed 0] [--up-std 0.02] \\
+        [--variant tiny-t2v-turbo --case tests/videocrafter1/golden/lcm_video_t2v_turbo]
 
 1. Official-layout files from seeded random weights, written under ``WORK``: ``model.ckpt`` (Lightning
    layout, ``state_dict`` of ``model.diffusion_model.*`` from the official ``UNetModel`` built with
@@ -23,7 +24,9 @@ of Ji4chenLi/t2v-turbo; none of it is kept here) and the golden generators' fold
 
 Prints JSON: PSNR of the two uint8 videos (the issue's bar: 40 dB), SNR and max abs of the final latents,
 the share of clipped pixels, and the time of each part. The runtime's weights are freed before the
-official modules are built, so the two never share the memory.
+official modules are built, so the two never share the memory. ``--variant tiny-t2v-turbo --case DIR``
+runs the same at tiny size and keeps it as a golden case (the three official-layout files, the context,
+x_T, noise and the official latents and video) that ``tests/videocrafter1/test_lcm.py`` replays.
 """
 from __future__ import annotations
 
@@ -39,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 PROMPT = "a corgi running on the beach at sunset"
-VARIANT = "t2v-turbo-vc2"
+VARIANTS = ("t2v-turbo-vc2", "tiny-t2v-turbo")
 
 
 def _stub_training_imports() -> None:
@@ -92,17 +95,18 @@ def official_files(work: Path, config, seed: int, up_std: float) -> dict[str, Pa
     return files
 
 
-def export_bundle(work: Path, files: dict[str, Path]) -> Path:
+def export_bundle(work: Path, variant: str, files: dict[str, Path]) -> Path:
     """Step 2, in a child process (its peak memory is its own)."""
     out = work / "bundle"
-    subprocess.run([sys.executable, "-m", "export", "videocrafter1", "--variant", VARIANT,
+    subprocess.run([sys.executable, "-m", "export", "videocrafter1", "--variant", variant,
                     "--checkpoint", str(files["checkpoint"]), "--lora", str(files["lora"]),
                     "--time-cond-proj", str(files["time_cond_proj"]), "--out", str(out)], check=True)
     return out
 
 
 def run_runtime(bundle: Path, frames: int, seed: int) -> dict[str, np.ndarray]:
-    """Step 3: context, x_T, the replayed noise, the final latents and the uint8 video of the runtime."""
+    """Step 3: context, x_T, the replayed noise (one per step but the last), the final latents and the uint8 video
+    of the runtime."""
     import torch
 
     from runtime import VideoPipeline
@@ -116,7 +120,7 @@ def run_runtime(bundle: Path, frames: int, seed: int) -> dict[str, np.ndarray]:
         context = pipeline.encode_text([PROMPT])
         latents = pipeline.generate(PROMPT, frames=frames, latents=x_T, noise=noise[:-1], output_type="latent")
         video = pipeline.decode(latents)[0]
-    return {"context": context, "x_T": x_T, "latents": latents, "video": video}
+    return {"context": context, "x_T": x_T, "noise": np.stack(noise[:-1]), "latents": latents, "video": video}
 
 
 def run_official(config, files: dict[str, Path], found: dict[str, np.ndarray], frames: int, seed: int
@@ -171,6 +175,33 @@ def run_official(config, files: dict[str, Path], found: dict[str, np.ndarray], f
     return {"latents": latents.numpy(), "video": video.permute(1, 2, 3, 0).numpy()}
 
 
+def write_case(case: Path, args: argparse.Namespace, files: dict[str, Path], found: dict[str, np.ndarray],
+               official: dict[str, np.ndarray]) -> None:
+    """The tiny run as a golden case: the official-layout files, the runtime's inputs, the official outputs."""
+    import shutil
+
+    import torch
+
+    case.mkdir(parents=True, exist_ok=True)
+    for path in files.values():
+        shutil.copyfile(path, case / path.name)
+    np.savez(case / "io.npz", context=found["context"], x_T=found["x_T"], noise=found["noise"],
+             latents=official["latents"], video=official["video"])
+    (case / "case.json").write_text(json.dumps({
+        "component": "lcm.video", "official_class": "pipeline.t2v_turbo_vc2_pipeline.T2VTurboVC2Pipeline.__call__ "
+        "+ LatentDiffusion.decode_first_stage_2DAE, LoRA loaded as app.py loads it",
+        "config": {"variant": args.variant, "prompt": PROMPT, "frames": args.frames,
+                   **{k: v.name for k, v in files.items()}},
+        "inputs": ["context", "x_T", "noise"], "outputs": ["latents", "video"], "psnr_db_min": 40.0,
+        "seed": args.seed, "notes": (
+            f"Made by python -m benchmarks.probes.turbo_official --variant {args.variant} (seed {args.seed}, LoRA "
+            f"ups N(0, {args.up_std}^2)) with the official Ji4chenLi/t2v-turbo code, fp32, CPU, torch "
+            f"{torch.__version__}. model.ckpt: Lightning layout, seeded random weights (official UNetModel and "
+            "AutoencoderKL, the export's OpenCLIP text tower); unet_lora.pt: the official save_lora_weight list; "
+            "time_cond_proj.pt: the base the official UNet drew. noise: the official generator's draws, one per "
+            "step but the last (the official scheduler draws it too, unused). video: uint8 (T, H, W, 3) as the official app saves it.")}, indent=1))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.probes.turbo_official", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -178,19 +209,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--up-std", type=float, default=0.02, help="std of the LoRA ups (the downs: 1/rank)")
+    parser.add_argument("--variant", choices=VARIANTS, default=VARIANTS[0])
+    parser.add_argument("--case", type=Path, help="also write a golden case here (for the tiny variant)")
     args = parser.parse_args(argv)
     _stub_training_imports()
-    from export.videocrafter1.presets import released_variants
+    from export.videocrafter1.presets import released_variants, tiny_turbo_variants
     from runtime.arrays import agreement, psnr
 
-    config = released_variants()[VARIANT]
+    config = {**released_variants(), **tiny_turbo_variants()}[args.variant]
     args.work.mkdir(parents=True, exist_ok=True)
     seconds = {}
     start = time.perf_counter()
     files = official_files(args.work, config, args.seed, args.up_std)
     gc.collect()
     seconds["official_files"] = time.perf_counter() - start
-    bundle = export_bundle(args.work, files)
+    bundle = export_bundle(args.work, args.variant, files)
     seconds["export"] = time.perf_counter() - start - sum(seconds.values())
     found = run_runtime(bundle, args.frames, args.seed)
     seconds["runtime"] = time.perf_counter() - start - sum(seconds.values())
@@ -198,8 +231,10 @@ def main(argv: list[str] | None = None) -> int:
     seconds["official"] = time.perf_counter() - start - sum(seconds.values())
     latent = agreement(official["latents"], found["latents"])
     video = official["video"]
+    if args.case:
+        write_case(args.case, args, files, found, official)
     print(json.dumps({
-        "variant": VARIANT, "frames": args.frames, "height": config.height, "width": config.width,
+        "variant": args.variant, "frames": args.frames, "height": config.height, "width": config.width,
         "steps": config.inference["steps"], "seed": args.seed, "lora_up_std": args.up_std,
         "video_psnr_db": psnr(video, found["video"]), "video_max_abs": int(np.abs(video.astype(int) - found["video"]).max()),
         "clipped_share": float(np.mean((video == 0) | (video == 255))),
