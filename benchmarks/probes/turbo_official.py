@@ -190,15 +190,16 @@ def write_case(case: Path, args: argparse.Namespace, files: dict[str, Path], fou
     (case / "case.json").write_text(json.dumps({
         "component": "lcm.video", "official_class": "pipeline.t2v_turbo_vc2_pipeline.T2VTurboVC2Pipeline.__call__ "
         "+ LatentDiffusion.decode_first_stage_2DAE, LoRA loaded as app.py loads it",
-        "config": {"variant": args.variant, "prompt": PROMPT, "frames": args.frames,
+        "config": {"variant": args.variant, "prompt": PROMPT, "frames": args.frames, "psnr_db_min": 40.0,
                    **{k: v.name for k, v in files.items()}},
-        "inputs": ["context", "x_T", "noise"], "outputs": ["latents", "video"], "psnr_db_min": 40.0,
+        "inputs": ["x_T", "noise"], "outputs": ["latents", "video"], "atol": 1e-4, "rtol": 1e-4,
         "seed": args.seed, "notes": (
             f"Made by python -m benchmarks.probes.turbo_official --variant {args.variant} (seed {args.seed}, LoRA "
             f"ups N(0, {args.up_std}^2)) with the official Ji4chenLi/t2v-turbo code, fp32, CPU, torch "
             f"{torch.__version__}. model.ckpt: Lightning layout, seeded random weights (official UNetModel and "
             "AutoencoderKL, the export's OpenCLIP text tower); unet_lora.pt: the official save_lora_weight list; "
-            "time_cond_proj.pt: the base the official UNet drew. noise: the official generator's draws, one per "
+            "time_cond_proj.pt: the base the official UNet drew. context: the runtime's text encoding of the "
+            "prompt, given to the official pipeline as prompt_embeds. noise: the official generator's draws, one per "
             "step but the last (the official scheduler draws it too, unused). video: uint8 (T, H, W, 3) as the official app saves it.")}, indent=1))
 
 

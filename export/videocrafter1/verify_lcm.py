@@ -1,6 +1,8 @@
 """verify-reference handlers for T2V-Turbo's LCM golden cases: the scheduler (``lcm.schedule``), the guidance-scale
-embedding (``lcm.guidance_embedding``) and a whole sample (``lcm.sample``: x_T, context and the per-step noise
-through our UNet graph and the runtime's LCM sampler, in torch and under ONNX Runtime)."""
+embedding (``lcm.guidance_embedding``), a whole sample (``lcm.sample``: x_T, context and the per-step noise
+through our UNet graph and the runtime's LCM sampler, in torch and under ONNX Runtime) and a whole video
+(``lcm.video``: a bundle exported from official-layout files, then the runtime pipeline from x_T and the noise,
+latents and decoded video against the official pipeline's)."""
 from __future__ import annotations
 
 import tempfile
@@ -100,8 +102,39 @@ def verify_lcm_sample(case: Case) -> list[Row]:
     return unet_sample_rows(case, unet_conditions(case.config["unet"]), case.io["x_T"].shape[0], _sample_with)
 
 
+def verify_lcm_video(case: Case) -> list[Row]:
+    """The case's ``model.ckpt``, ``unet_lora.pt`` and ``time_cond_proj.pt`` exported as its variant, then
+    ``generate`` of its prompt from its x_T and noise: the latents within the case's tolerances (and the text
+    context within them, as recorded), the decoded uint8 video at least ``psnr_db_min`` dB from the official one."""
+    from export.videocrafter1.bundle import export_bundle
+    from export.videocrafter1.presets import released_variants, tiny_variants
+    from export.videocrafter1.turbo_weights import TurboWeights
+    from runtime.arrays import agreement, psnr
+    from runtime.videocrafter1 import VideoPipeline
+
+    config, root = case.config, case.root
+    turbo = TurboWeights(lora=root / config["lora"], time_cond_proj=root / config["time_cond_proj"])
+    variant = {**released_variants(), **tiny_variants()}[config["variant"]]
+    with tempfile.TemporaryDirectory(prefix="verify-") as tmp:
+        bundle = export_bundle(variant, Path(tmp) / "bundle", checkpoint=root / config["checkpoint"], turbo=turbo,
+                               log=lambda _: None)
+        with VideoPipeline(bundle, backend="onnxruntime", memory="low") as pipeline:
+            context = pipeline.encode_text([config["prompt"]])
+            latents = pipeline.generate(config["prompt"], frames=config["frames"], latents=case.io["x_T"],
+                                        noise=list(case.io["noise"]), output_type="latent", progress=False)
+            video = pipeline.decode(latents)[0]
+    rows = [score(case, "runtime", {"context": context, "latents": latents}, names=["latents"]),
+            score(Case(**{**vars(case), "outputs": ["context"]}), "runtime text", {"context": context})]
+    found = psnr(case.io["video"], video)
+    match = agreement(case.io["video"].astype(np.float32), video.astype(np.float32))
+    rows.append(Row(case.name, case.component, "runtime video", match.max_abs, match.cosine,
+                    found >= config["psnr_db_min"], f"PSNR {found:.1f} dB (at least {config['psnr_db_min']:g})"))
+    return rows
+
+
 HANDLERS = {
     "lcm.schedule": verify_lcm_schedule,
     "lcm.guidance_embedding": verify_guidance_embedding,
     "lcm.sample": verify_lcm_sample,
+    "lcm.video": verify_lcm_video,
 }
