@@ -36,7 +36,6 @@ import json
 import subprocess
 import sys
 import time
-import types
 from pathlib import Path
 
 import numpy as np
@@ -45,26 +44,12 @@ PROMPT = "a corgi running on the beach at sunset"
 VARIANTS = ("t2v-turbo-vc2", "tiny-t2v-turbo")
 
 
-def _stub_training_imports() -> None:
-    """torchvision and pytorch_lightning: imported by the official modules for things never used here."""
-    import diffusers  # noqa: F401  (before the stubs: it probes for torchvision itself)
-    import torch
-
-    sys.modules.setdefault("torchvision", types.ModuleType("torchvision"))
-    utils = types.ModuleType("torchvision.utils")
-    utils.make_grid = None
-    sys.modules.setdefault("torchvision.utils", utils)
-    lightning = types.ModuleType("pytorch_lightning")
-    lightning.LightningModule = torch.nn.Module
-    sys.modules.setdefault("pytorch_lightning", lightning)
-
-
 def official_files(work: Path, config, seed: int, up_std: float) -> dict[str, Path]:
     """Step 1: ``model.ckpt``, ``unet_lora.pt`` and ``time_cond_proj.pt`` under ``work``."""
     import torch
     from lvdm.models.autoencoder import AutoencoderKL
     from lvdm.modules.networks.openaimodel3d import UNetModel
-    from seeded_weights import randomize
+    from seeded_weights import randomize, randomize_lora
     from utils.lora import inject_trainable_lora_extended, save_lora_weight
 
     from export.videocrafter1.bundle import build_component
@@ -85,12 +70,7 @@ def official_files(work: Path, config, seed: int, up_std: float) -> dict[str, Pa
     torch.save(unet.time_cond_proj.weight.detach().clone(), files["time_cond_proj"])
     del state, vae, text
     inject_trainable_lora_extended(unet, {"UNetModel"}, r=64)
-    with torch.no_grad():
-        for name, p in unet.named_parameters():
-            if name.endswith("lora_up.weight"):
-                p.copy_(up_std * torch.randn(p.shape, generator=generator))
-            elif name.endswith("lora_down.weight"):
-                p.copy_(torch.randn(p.shape, generator=generator) / p.shape[0])
+    randomize_lora(unet, generator, up_std)
     save_lora_weight(unet, str(files["lora"]), ["UNetModel"])
     return files
 
@@ -213,7 +193,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variant", choices=VARIANTS, default=VARIANTS[0])
     parser.add_argument("--case", type=Path, help="also write a golden case here (for the tiny variant)")
     args = parser.parse_args(argv)
-    _stub_training_imports()
+    import diffusers  # noqa: F401  (before the stubs: it probes for torchvision itself)
+    from seeded_weights import stub_training_imports
+
+    stub_training_imports()
     from export.videocrafter1.presets import released_variants, tiny_turbo_variants
     from runtime.arrays import agreement, psnr
 

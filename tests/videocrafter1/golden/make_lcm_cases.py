@@ -22,26 +22,17 @@ for things these cases never use).
 """
 import argparse
 import json
-import sys
-import types
 from pathlib import Path
 
 import diffusers  # noqa: F401  (before the stubs: it probes for torchvision itself)
+import numpy as np
 import torch
+from safetensors.torch import save_file
 
-sys.modules.setdefault("torchvision", types.ModuleType("torchvision"))
-_utils = types.ModuleType("torchvision.utils")
-_utils.make_grid = None
-sys.modules.setdefault("torchvision.utils", _utils)
-_lightning = types.ModuleType("pytorch_lightning")
-_lightning.LightningModule = torch.nn.Module
-sys.modules.setdefault("pytorch_lightning", _lightning)
+from seeded_weights import randomize, stub_training_imports  # (beside this script)
 
-import numpy as np  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
-
+stub_training_imports()
 from lvdm.modules.networks.openaimodel3d import UNetModel  # noqa: E402
-from seeded_weights import randomize  # noqa: E402  (beside this script)
 from pipeline.t2v_turbo_vc2_pipeline import T2VTurboVC2Pipeline  # noqa: E402
 from scheduler.t2v_turbo_scheduler import T2VTurboScheduler  # noqa: E402
 

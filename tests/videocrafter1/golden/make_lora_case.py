@@ -6,23 +6,21 @@ Run by hand, never by the tests, from a folder holding the official repository's
     PYTHONPATH=/tmp/t2vt:/tmp/t2vt/_deps .venv/bin/python tests/videocrafter1/golden/make_lora_case.py OUT \
         [--seed S] [--batch B] [--frames F] [--size S]
 
-torchvision is stubbed (``utils/utils.py`` imports it for ``make_grid`` only). ``merged.safetensors`` (the official
+torchvision is stubbed (``utils/utils.py`` imports it for ``make_grid`` only; ``seeded_weights.stub_training_imports``). ``merged.safetensors`` (the official
 merged state) is written for a one-off comparison and is not kept in the project.
 """
 import argparse
 import json
-import sys
-import types
 from pathlib import Path
 
-sys.modules.setdefault("torchvision", types.ModuleType("torchvision"))
+import numpy as np
+import torch
+from safetensors.torch import save_file
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
+from seeded_weights import randomize, randomize_lora, stub_training_imports  # (beside this script)
 
+stub_training_imports()
 from lvdm.modules.networks.openaimodel3d import UNetModel  # noqa: E402
-from seeded_weights import randomize  # noqa: E402  (beside this script)
 from utils.lora import collapse_lora, inject_trainable_lora_extended, monkeypatch_remove_lora, save_lora_weight  # noqa: E402
 from utils.lora_handler import LoraHandler  # noqa: E402
 
@@ -41,12 +39,7 @@ def make_lora_file(config, base, path, generator, up_std):
     unet = UNetModel(**config)
     unet.load_state_dict(base)
     inject_trainable_lora_extended(unet, {"UNetModel"}, r=64)
-    with torch.no_grad():
-        for name, p in unet.named_parameters():
-            if name.endswith("lora_up.weight"):
-                p.copy_(up_std * torch.randn(p.shape, generator=generator))
-            elif name.endswith("lora_down.weight"):
-                p.copy_(torch.randn(p.shape, generator=generator) / p.shape[0])
+    randomize_lora(unet, generator, up_std)
     save_lora_weight(unet, str(path), ["UNetModel"])
 
 
