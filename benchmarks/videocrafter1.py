@@ -334,5 +334,6 @@ def bench_video(*, log=print) -> FamilyReport:
     report.rows, report.figures["whole_video"] = video_rows(bundle, log=log)
     report.notes.append(f"videocrafter1 whole video: one 16-frame video per measurement in a fresh process, "
                         f"memory={MEMORY}; 'runtime ms' is the generate call, 'rt peak MB' the process's peak RSS "
-                        "(VmHWM, not a rise); rows marked projected scale the measured UNet time by steps")
+                        "(VmHWM, not a rise); rows marked projected add the UNet calls not made at the measured "
+                        "per-call time after the first")
     return report

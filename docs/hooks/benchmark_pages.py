@@ -129,7 +129,7 @@ def breakdown_lines(family: str, figures: dict) -> list[str]:
             continue
     video = [v for v in figures.get("whole_video") or [] if isinstance(v, dict)]
     if video:
-        lines += ["", "Whole video (seconds; UNet rows marked * scale the measured steps):", "",
+        lines += ["", "Whole video (seconds; UNet marked * adds the calls not made at the measured per-call time):", "",
                   "| variant | sampler | steps | guided | backend | precision | text | UNet | VAE | opening/freeing "
                   "| total | peak RSS GiB |", "| --- | --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: "
                   "| ---: |"]
