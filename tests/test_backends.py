@@ -195,6 +195,10 @@ def test_auto_picks_per_cpu_class_from_measured_figures_and_says_why(double_bund
     assert found.order == GRAPH_ORDER and "measured on AVX2: OpenVINO 112.1 ms" in found.why
     step = auto_choice(step_bundle.component("step"), "test", "tiny", zen3)
     assert step.order == STEP_ORDER and "extends a cache on every call (cache)" in step.why
+    fused = replace(audio, name="unet", ort_graph="unet.ort.onnx")  # ONNX Runtime's graph: the rule on every class
+    for cpu in (zen3, zen4):
+        choice = auto_choice(fused, "videocrafter1", "t2v-turbo-vc2", cpu)
+        assert choice.order == ORT_FIRST and "ONNX Runtime graph with fused attention (unet.ort.onnx)" in choice.why
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     with open_session(step_bundle, "step", backend="auto") as session:
         assert session.auto_reason == step.why

@@ -187,13 +187,18 @@ def test_one_session_serves_several_threads(bundles, cache):
         np.testing.assert_array_equal(result, expected[index % 4])
 
 
-def test_auto_on_a_cpu_puts_only_the_ait_decoder_step_on_onnx_runtime(bundles, cache):
+def test_auto_on_a_cpu_puts_the_decoder_step_and_fused_attention_on_onnx_runtime(bundles, cache):
     """The rule of docs/backends.md on every component of the tiny bundles: the AiT decoder step (the one
-    component that extends a KV cache per call) on ONNX Runtime, every other component on OpenVINO FP32."""
-    chosen = {}
+    component that extends a KV cache per call) and the components with an ONNX Runtime graph (VideoCrafter's
+    UNet: fused attention) on ONNX Runtime, every other component on OpenVINO FP32."""
+    chosen, fused = {}, set()
     for family, bundle in bundles.items():
-        for name in bundle.manifest.components:
+        for name, component in bundle.manifest.components.items():
             with open_session(bundle, name, backend="auto", cache_dir=cache) as session:
                 chosen[family, name] = session.label
-    assert {key for key, label in chosen.items() if label == "ONNX Runtime"} == {("ait", "decoder_step")}
-    assert {label for key, label in chosen.items() if key != ("ait", "decoder_step")} == {"OpenVINO"}
+            if component.ort_graph:
+                fused.add((family, name))
+    assert ("videocrafter1", "unet") in fused
+    on_ort = {("ait", "decoder_step")} | fused
+    assert {key for key, label in chosen.items() if label == "ONNX Runtime"} == on_ort
+    assert {label for key, label in chosen.items() if key not in on_ort} == {"OpenVINO"}

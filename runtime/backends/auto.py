@@ -8,7 +8,11 @@ loop, i.e. takes a cache that each call extends (AiT's ``decoder_step`` with its
 ``self_k``/``self_v``). Such a step does a few milliseconds of work per call and is called
 hundreds of times per image; OpenVINO's per-call cost (about 1.4-1.8 ms more than ONNX
 Runtime's at every past length measured) makes it 0.64-0.74x as fast there, so it runs on
-ONNX Runtime. Every other component runs on OpenVINO (1.04-1.26x faster on six of the
+ONNX Runtime. The second is whether the bundle gives the component an ONNX Runtime graph
+(attention fused into ``MultiHeadAttention``, ``export.ort_attention``): such a component runs on
+ONNX Runtime, which never holds an attention's whole score matrix (the released T2V-Turbo UNet at
+16 frames on AVX2: 116.6 s a call and 8.5 GiB, OpenVINO FP32 119.0 s and 15.2 GiB, over the 12 GiB
+budget). Every other component runs on OpenVINO (1.04-1.26x faster on six of the
 eight other released-size components measured on AVX-512), except where a released
 component was measured on this CPU's class with ONNX Runtime at least :data:`MARGIN`
 faster (:data:`MEASURED`): on AVX2 the ImageBind-huge audio encoder (1.21x) and the
@@ -76,6 +80,10 @@ def auto_choice(component: Component, family: str = "", variant: str = "", cpu: 
     if caches:
         return AutoChoice(STEP_ORDER, f"{component.name} extends a cache on every call ({', '.join(caches)}): "
                                       "ONNX Runtime, whose per-call cost is 1.4-1.8 ms below OpenVINO's")
+    if component.ort_graph:
+        return AutoChoice(ORT_FIRST, f"{component.name} has an ONNX Runtime graph with fused attention "
+                                     f"({component.ort_graph}): ONNX Runtime, as fast as OpenVINO FP32 and 6.7 GiB "
+                                     "below it on the released T2V-Turbo UNet at 16 frames")
     measured = MEASURED.get(cpu.isa, {}).get((family, variant, component.name))
     if measured and measured[1] >= MARGIN * measured[0]:
         ort_ms, ov_ms = measured
