@@ -1,32 +1,35 @@
-"""T2V-Turbo v1 at released size against the OFFICIAL pipeline: the decoded video from the same noise.
+"""T2V-Turbo (v1 and v2) against the OFFICIAL pipeline: the decoded video from the same noise.
 
-Run by hand (about 20 minutes and 12 GiB on a 2-core CPU), with the official repository's ``lvdm/``,
-``utils/``, ``scheduler/`` and ``pipeline/`` importable (``git archive HEAD lvdm utils scheduler pipeline``
-of Ji4chenLi/t2v-turbo; none of it is kept here) and the golden generators' folder for their helpers::
+Run by hand (about 25 minutes and 16 GiB at released size on a 2-core CPU), with the official repository's
+``lvdm/``, ``utils/``, ``scheduler/`` and ``pipeline/`` importable (``git archive HEAD lvdm utils scheduler
+pipeline`` of Ji4chenLi/t2v-turbo; none of it is kept here) and the golden generators' folder for their helpers::
 
     PYTHONPATH=/tmp/t2v-turbo:tests/videocrafter1/golden nice /usr/bin/time -v \\
-        .venv/bin/python -m benchmarks.probes.turbo_official WORK [--frames 8] [--seed 0] [--up-std 0.02] \\
-        [--variant tiny-t2v-turbo --case tests/videocrafter1/golden/lcm_video_t2v_turbo]
+        .venv/bin/python -m benchmarks.probes.turbo_official WORK [--variant t2v-turbo-v2] [--frames 8] \\
+        [--seed 0] [--up-std 0.02] [--case tests/videocrafter1/golden/lcm_video_t2v_turbo]
 
 1. Official-layout files from seeded random weights, written under ``WORK``: ``model.ckpt`` (Lightning
-   layout, ``state_dict`` of ``model.diffusion_model.*`` from the official ``UNetModel`` built with
-   VideoCrafter2's config, ``first_stage_model.*`` from the official ``AutoencoderKL``, and
-   ``cond_stage_model.model.*`` from the export's OpenCLIP text tower, which has open_clip's names);
+   layout, ``state_dict`` of ``model.diffusion_model.*``: VideoCrafter2's UNet, i.e. the official Turbo
+   ``UNetModel`` without its Turbo-only layers; ``first_stage_model.*`` from the official ``AutoencoderKL``;
+   ``cond_stage_model.model.*`` from the export's OpenCLIP text tower, which has open_clip's names). v1 adds
    ``unet_lora.pt`` made by the official training path (``inject_trainable_lora_extended`` at rank 64, the
-   ups and downs given random values, saved by ``save_lora_weight``); ``time_cond_proj.pt``, the base
-   ``time_cond_proj`` the official UNet drew.
-2. ``python -m export videocrafter1 --variant t2v-turbo-vc2`` from those three files, in a child process.
+   ups and downs given random values, saved by ``save_lora_weight``) and ``time_cond_proj.pt``, the base
+   ``time_cond_proj`` the official UNet drew; v2 adds ``unet_mg.pt``, the whole Turbo UNet's state dict
+   (official keys, no prefix, ``motion_cond_proj`` and ``combine_proj`` included).
+2. ``python -m export videocrafter1 --variant VARIANT --checkpoint model.ckpt`` with ``--lora`` and
+   ``--time-cond-proj`` (v1) or ``--unet`` (v2), in a child process.
 3. The runtime (ONNX Runtime, ``memory="low"``): the prompt's context, then ``generate`` from x_T and the
    per-step noise (the official generator's draws, replayed), latents and the decoded uint8 video.
-4. The official ``T2VTurboVC2Pipeline`` (the app's LoRA loading: ``LoraHandler``, ``collapse_lora``) on the
-   same context (``prompt_embeds``), x_T (``latents``) and generator, decoded by the official
-   ``decode_first_stage_2DAE`` and saved to uint8 as the official app saves videos.
+4. The official ``T2VTurboVC2Pipeline`` with the app's loading (v1: ``LoraHandler``, ``collapse_lora``; v2:
+   ``load_state_dict``, and the Replicate predictor's motion guidance) on the same context
+   (``prompt_embeds``), x_T (``latents``) and generator, decoded by the official ``decode_first_stage_2DAE``
+   and saved to uint8 as the official app saves videos.
 
 Prints JSON: PSNR of the two uint8 videos (the issue's bar: 40 dB), SNR and max abs of the final latents,
 the share of clipped pixels, and the time of each part. The runtime's weights are freed before the
-official modules are built, so the two never share the memory. ``--variant tiny-t2v-turbo --case DIR``
-runs the same at tiny size and keeps it as a golden case (the three official-layout files, the context,
-x_T, noise and the official latents and video) that ``tests/videocrafter1/test_lcm.py`` replays.
+official modules are built, so the two never share the memory. With a tiny variant and ``--case DIR`` the
+run is kept as a golden case (the official-layout files, the context, x_T, noise and the official latents
+and video) that ``python -m export verify-reference`` (handler ``lcm.video``) and the tests replay.
 """
 from __future__ import annotations
 
@@ -41,7 +44,13 @@ from pathlib import Path
 import numpy as np
 
 PROMPT = "a corgi running on the beach at sunset"
-VARIANTS = ("t2v-turbo-vc2", "tiny-t2v-turbo")
+VARIANTS = ("t2v-turbo-vc2", "t2v-turbo-v2", "tiny-t2v-turbo", "tiny-t2v-turbo-v2")
+TURBO_ONLY = ("time_cond_proj.", "motion_cond_proj.", "combine_proj.")  # not in VideoCrafter2's UNet
+
+
+def is_v2(config) -> bool:
+    """T2V-Turbo v2 (a whole UNet file, motion guidance) rather than v1 (VideoCrafter2 plus a LoRA list)."""
+    return bool(config.unet.get("motion_cond_proj_dim"))
 
 
 def official_files(work: Path, config, seed: int, up_std: float) -> dict[str, Path]:
@@ -61,14 +70,19 @@ def official_files(work: Path, config, seed: int, up_std: float) -> dict[str, Pa
     vae = AutoencoderKL(**config.vae)
     randomize(vae, generator)
     text = build_component(config, "text_encoder", None, seed=seed)
-    state = {**{f"model.diffusion_model.{k}": v for k, v in unet.state_dict().items() if k != "time_cond_proj.weight"},
+    base = {k: v for k, v in unet.state_dict().items() if not k.startswith(TURBO_ONLY)}  # VideoCrafter2's UNet
+    state = {**{f"model.diffusion_model.{k}": v for k, v in base.items()},
              **{f"first_stage_model.{k}": v for k, v in vae.state_dict().items()},
              **{f"cond_stage_model.model.{k}": v for k, v in text.state_dict().items()}}
-    files = {"checkpoint": work / "model.ckpt", "lora": work / "unet_lora.pt",
-             "time_cond_proj": work / "time_cond_proj.pt"}
+    files = {"checkpoint": work / "model.ckpt"}
     torch.save({"state_dict": state}, files["checkpoint"])
-    torch.save(unet.time_cond_proj.weight.detach().clone(), files["time_cond_proj"])
     del state, vae, text
+    if is_v2(config):  # the whole Turbo UNet, official keys, no prefix (unet_mg.pt)
+        files["unet"] = work / "unet_mg.pt"
+        torch.save(unet.state_dict(), files["unet"])
+        return files
+    files.update(lora=work / "unet_lora.pt", time_cond_proj=work / "time_cond_proj.pt")
+    torch.save(unet.time_cond_proj.weight.detach().clone(), files["time_cond_proj"])
     inject_trainable_lora_extended(unet, {"UNetModel"}, r=64)
     randomize_lora(unet, generator, up_std)
     save_lora_weight(unet, str(files["lora"]), ["UNetModel"])
@@ -78,9 +92,9 @@ def official_files(work: Path, config, seed: int, up_std: float) -> dict[str, Pa
 def export_bundle(work: Path, variant: str, files: dict[str, Path]) -> Path:
     """Step 2, in a child process (its peak memory is its own)."""
     out = work / "bundle"
-    subprocess.run([sys.executable, "-m", "export", "videocrafter1", "--variant", variant,
-                    "--checkpoint", str(files["checkpoint"]), "--lora", str(files["lora"]),
-                    "--time-cond-proj", str(files["time_cond_proj"]), "--out", str(out)], check=True)
+    flags = [arg for key, path in files.items() for arg in (f"--{key.replace('_', '-')}", str(path))]
+    subprocess.run([sys.executable, "-m", "export", "videocrafter1", "--variant", variant, *flags, "--out", str(out)],
+                   check=True)
     return out
 
 
@@ -109,15 +123,21 @@ def run_official(config, files: dict[str, Path], found: dict[str, np.ndarray], f
     import torch
     from lvdm.models.autoencoder import AutoencoderKL
     from lvdm.models.ddpm3d import LatentDiffusion
+    from lvdm.modules.networks.openaimodel3d import UNetModel
     from make_lora_case import merge_like_the_app
     from pipeline.t2v_turbo_vc2_pipeline import T2VTurboVC2Pipeline
     from scheduler.t2v_turbo_scheduler import T2VTurboScheduler
 
     state = torch.load(files["checkpoint"], mmap=True, weights_only=True)["state_dict"]
-    prefix = "model.diffusion_model."
-    base = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    base["time_cond_proj.weight"] = torch.load(files["time_cond_proj"], weights_only=True)
-    unet = merge_like_the_app(config.unet, base, files["lora"])
+    if is_v2(config):  # the app's v2 path: the whole UNet, loaded strictly
+        unet = UNetModel(**config.unet)
+        unet.load_state_dict(torch.load(files["unet"], weights_only=True))
+        unet.eval()
+    else:  # the app's v1 path: VideoCrafter2's UNet, the drawn time_cond_proj, the LoRA collapsed into it
+        prefix = "model.diffusion_model."
+        base = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        base["time_cond_proj.weight"] = torch.load(files["time_cond_proj"], weights_only=True)
+        unet = merge_like_the_app(config.unet, base, files["lora"])
     vae = AutoencoderKL(**config.vae)
     vae.load_state_dict({k[len("first_stage_model."):]: v for k, v in state.items()
                          if k.startswith("first_stage_model.")})
@@ -140,6 +160,8 @@ def run_official(config, files: dict[str, Path], found: dict[str, np.ndarray], f
         dtype = torch.float32
 
     sampling = config.inference
+    motion = {"use_motion_cond": True, "motion_gs": sampling["motion_gs"], "percentage": sampling["motion_percentage"]
+              } if sampling.get("use_motion_cond") else {}
     pipe = CPUPipeline(Model(), T2VTurboScheduler(num_train_timesteps=1000, linear_start=0.00085,
                                                   linear_end=0.012),
                        {"params": {"unet_config": {"params": {"in_channels": 4}}}})
@@ -148,7 +170,7 @@ def run_official(config, files: dict[str, Path], found: dict[str, np.ndarray], f
                       frames=frames, fps=sampling["fps"], guidance_scale=sampling["guidance_scale"],
                       generator=torch.Generator().manual_seed(seed + 1), latents=torch.from_numpy(found["x_T"]),
                       num_inference_steps=sampling["steps"], lcm_origin_steps=sampling["lcm_origin_steps"],
-                      output_type="latent")
+                      output_type="latent", **motion)
         latents = videos.clone()
         decoded = Model.decode_first_stage_2DAE(pipe.pretrained_t2v, latents)
     video = ((torch.clamp(decoded[0].float(), -1.0, 1.0) + 1.0) / 2.0 * 255).to(torch.uint8)  # the app's save

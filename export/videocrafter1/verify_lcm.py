@@ -103,7 +103,8 @@ def verify_lcm_sample(case: Case) -> list[Row]:
 
 
 def verify_lcm_video(case: Case) -> list[Row]:
-    """The case's ``model.ckpt``, ``unet_lora.pt`` and ``time_cond_proj.pt`` exported as its variant, then
+    """The case's ``model.ckpt`` with ``unet_lora.pt`` and ``time_cond_proj.pt`` (v1) or ``unet_mg.pt`` (v2)
+    exported as its variant, then
     ``generate`` of its prompt from its x_T and noise: the latents within the case's tolerances (and the text
     context within them, as recorded), the decoded uint8 video at least ``psnr_db_min`` dB from the official one."""
     from export.videocrafter1.bundle import export_bundle
@@ -113,7 +114,7 @@ def verify_lcm_video(case: Case) -> list[Row]:
     from runtime.videocrafter1 import VideoPipeline
 
     config, root = case.config, case.root
-    turbo = TurboWeights(lora=root / config["lora"], time_cond_proj=root / config["time_cond_proj"])
+    turbo = TurboWeights(**{k: root / config[k] for k in ("lora", "unet", "time_cond_proj") if k in config})
     variant = {**released_variants(), **tiny_variants()}[config["variant"]]
     with tempfile.TemporaryDirectory(prefix="verify-") as tmp:
         bundle = export_bundle(variant, Path(tmp) / "bundle", checkpoint=root / config["checkpoint"], turbo=turbo,

@@ -228,15 +228,17 @@ def test_calibration_records_the_turbo_unet_inputs(turbo_bundle, tmp_path):
         assert feeds["motion_cond"].shape == (1, 256)
 
 
-def test_a_bundle_exported_from_official_files_reproduces_the_official_video(capsys):
-    """``lcm_video_t2v_turbo`` (made by ``python -m benchmarks.probes.turbo_official --variant tiny-t2v-turbo``
-    with the official code): a Lightning ``model.ckpt``, the official ``unet_lora.pt`` list and the drawn
-    ``time_cond_proj`` base, exported as ``export`` does, then the runtime from the official run's x_T and noise:
-    the same latents, and the decoded video at least 40 dB from the official pipeline's."""
-    case = GOLDEN / "lcm_video_t2v_turbo"
+@pytest.mark.parametrize("name", ["lcm_video_t2v_turbo", "lcm_video_t2v_turbo_v2"])
+def test_a_bundle_exported_from_official_files_reproduces_the_official_video(capsys, name):
+    """The ``lcm.video`` cases (made by ``python -m benchmarks.probes.turbo_official --variant tiny-t2v-turbo[-v2]``
+    with the official code): a Lightning ``model.ckpt`` with the official ``unet_lora.pt`` list and the drawn
+    ``time_cond_proj`` base (v1) or the whole ``unet_mg.pt`` (v2, motion guidance), exported as ``export`` does,
+    then the runtime from the official run's x_T and noise: the same latents, and the decoded video at least
+    40 dB from the official pipeline's."""
+    case = GOLDEN / name
     video = np.load(case / "io.npz")["video"]
     assert 0.0 < np.mean((video == 0) | (video == 255)) < 0.5  # a video, not a saturated block
     assert main(["verify-reference", str(case)]) == 0
-    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("lcm_video_t2v_turbo")]
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(f"{name} ")]
     assert len(rows) == 3 and all("PASS" in row.split() for row in rows), rows
     assert "runtime text" in rows[1] and "runtime video" in rows[2] and "PSNR" in rows[2]
