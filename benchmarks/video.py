@@ -1,9 +1,10 @@
 """The whole video at released size: ``python -m benchmarks --preset video`` (VideoCrafter1's full-video suite).
 
 One row per (variant, sampler, steps, backend, precision) of :data:`ROWS`: one video of the bundle's
-size (16 frames of 320x512 for the released variants) from ``generate`` (its guidance as the official code runs it), in a fresh process per
-measurement (:func:`benchmarks.peak_memory.run_child`), split into text encoder, UNet, VAE decoder,
-opening/freeing graphs and numpy outside them, with the process's peak RSS. The bundles are the
+size (16 frames of 320x512 for the released variants) from ``generate`` (its guidance as the official
+code runs it), in a fresh process per measurement (:func:`benchmarks.peak_memory.run_child`), split
+into text encoder, UNet, VAE decoder, opening/freeing graphs and numpy outside them, with the
+process's peak RSS. The bundles are the
 released configurations with seeded random weights (cost does not depend on the values), exported
 once into the cache of :mod:`benchmarks.released`.
 
@@ -25,6 +26,7 @@ from typing import Any, Callable
 
 from benchmarks.measure import Row
 from runtime.videocrafter1.constants import VideoConstants
+from runtime.videocrafter1.sampling import GUIDANCE_FREE
 
 FAMILY = "videocrafter1"
 PROMPT = "a corgi running on the beach"
@@ -91,7 +93,7 @@ def video_rows(bundles: Callable[[str], Any], rows=ROWS, log=print) -> tuple[lis
         group = list(group)
         variant, sampler, backend, precision = key
         bundle = bundles(variant)
-        guided = sampler != "lcm"
+        guided = sampler not in GUIDANCE_FREE
         steps = min(group[0].steps, MEASURED_STEPS[guided])
         log(f"{variant}: one video, {sampler} {steps} steps, {backend} {precision} (fresh process)")
         found = run_child(bundle.root, prompt=PROMPT, memory=MEMORY, backend=backend, precision=precision,
@@ -114,7 +116,8 @@ def describe_video(figure: dict[str, Any]) -> str:
     projected = f" (UNet projected from {figure['measured_steps']} measured steps)" if figure["projected"] else ""
     return (f"{figure['variant']} {figure['sampler']} {figure['steps']} steps, {figure['backend']} "
             f"{figure['precision']}: {figure['end_to_end_s']:.0f} s = text {figure['text_s']:.1f} + UNet "
-            f"{figure['unet_s']:.0f} (first call {figure['unet_first_call_s']:.1f} s, then {figure['unet_call_s']:.1f} s "
+            f"{figure['unet_s']:.0f} (first call {figure['unet_first_call_s']:.1f} s, then "
+            f"{figure['unet_call_s']:.1f} s "
             f"a call of batch {figure['unet_batch']}) + VAE {figure['vae_s']:.0f} + "
             f"opening/freeing {figure['switch_s']:.0f} + numpy {figure['outside_graphs_s']:.2f}; peak RSS "
             f"{figure['peak_rss_bytes'] / 2**30:.2f} GiB{projected}")

@@ -150,9 +150,7 @@ def _write_graph(bundle: Bundle, component: Component, version: Path, platform: 
     if platform == "tensorrt":
         _place(_engine_file(bundle, component, precision), version / "model.plan")
         return
-    graph = bundle.component_path(component.name)
-    if component.ort_graph:  # ONNX Runtime runs both platforms: its graph with fused attention, same weights
-        graph = bundle.verify(component.ort_graph)
+    graph = bundle.onnxruntime_path(component.name)  # ONNX Runtime runs both platforms
     _place(graph, version / "model.onnx")
     for rel in component.extra_files:  # external data, found by the graph relative to its own folder
         extra = bundle.verify(rel)

@@ -194,11 +194,12 @@ def check_graph(traced: TracedGraph) -> tuple[Component, GraphCheck, dict[str, n
     component whose shape profile takes its symbolic axes' min/opt/max from the traced ranges."""
     start = time.perf_counter()
     spec, path, feeds = traced.spec, traced.path, traced.feeds
-    found = run_onnx(path, {n: feeds[n] for n in spec.inputs})
+    graph_feeds = {n: feeds[n] for n in spec.inputs}
+    found = run_onnx(path, graph_feeds)
     max_abs, cosine = compare_outputs(traced.reference, found)
     fused = write_ort_graph(path)
     if fused is not None:  # ONNX Runtime's own graph is checked against torch the same way
-        fused_abs, fused_cosine = compare_outputs(traced.reference, run_onnx(fused[0], {n: feeds[n] for n in spec.inputs}))
+        fused_abs, fused_cosine = compare_outputs(traced.reference, run_onnx(fused[0], graph_feeds))
         max_abs, cosine = max(max_abs, fused_abs), min(cosine, fused_cosine)
     inputs, outputs = spec.tensor_specs(feeds, traced.reference)
     extra = tuple(sorted(p.name for p in path.parent.glob(path.name + ".data")))

@@ -274,6 +274,13 @@ class Bundle:
             self.verify(rel)
         return self.verify(component.file)
 
+    def onnxruntime_path(self, name: str) -> Path:
+        """The verified graph ONNX Runtime runs for a component: its ``ort_graph`` (fused attention) where the
+        bundle has one, else its standard graph; the external data either reads is verified too."""
+        path = self.component_path(name)
+        ort_graph = self.component(name).ort_graph
+        return self.verify(ort_graph) if ort_graph else path
+
     def file(self, rel: str) -> Path:
         return self.verify(rel)
 

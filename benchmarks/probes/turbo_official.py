@@ -202,7 +202,8 @@ def write_case(case: Path, args: argparse.Namespace, files: dict[str, Path], fou
             "AutoencoderKL, the export's OpenCLIP text tower); unet_lora.pt: the official save_lora_weight list; "
             "time_cond_proj.pt: the base the official UNet drew. context: the runtime's text encoding of the "
             "prompt, given to the official pipeline as prompt_embeds. noise: the official generator's draws, one per "
-            "step but the last (the official scheduler draws it too, unused). video: uint8 (T, H, W, 3) as the official app saves it.")}, indent=1))
+            "step but the last (the official scheduler draws it too, unused). video: uint8 (T, H, W, 3) as the "
+            "official app saves it.")}, indent=1))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -242,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({
         "variant": args.variant, "frames": args.frames, "height": config.height, "width": config.width,
         "steps": config.inference["steps"], "seed": args.seed, "lora_up_std": args.up_std,
-        "video_psnr_db": psnr(video, found["video"]), "video_max_abs": int(np.abs(video.astype(int) - found["video"]).max()),
+        "video_psnr_db": psnr(video, found["video"]),
+        "video_max_abs": int(np.abs(video.astype(int) - found["video"]).max()),
         "clipped_share": float(np.mean((video == 0) | (video == 255))),
         "latent_snr_db": latent.snr_db, "latent_max_abs": latent.max_abs, "seconds": seconds}, indent=1))
     return 0

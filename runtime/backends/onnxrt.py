@@ -72,9 +72,7 @@ class OrtSession(BaseSession):
     def __init__(self, bundle: Bundle, name: str, *, providers: list[str] | None = None, threads: int = 0,
                  graph: str | Path | None = None, memory: str = "normal"):
         super().__init__(bundle.component(name))
-        path = Path(graph) if graph is not None else bundle.component_path(name)
-        if graph is None and self.component.ort_graph:
-            path = bundle.verify(self.component.ort_graph)
+        path = Path(graph) if graph is not None else bundle.onnxruntime_path(name)
         try:
             self._session = inference_session(path, providers=providers, threads=threads, arena=memory != "low")
         except _ort_load_errors() as exc:
