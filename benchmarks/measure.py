@@ -156,12 +156,25 @@ def _node_flops(node, shapes: Mapping[str, list[int | None]]) -> int | None:
     return 2 * int(np.prod(out)) * (a[0] if trans_a else a[1])
 
 
+def _weights_as_inputs(model):
+    """``model`` with each initializer whose values live in an external file made a graph input of the same type
+    and shape: shape inference needs only their shapes, and would otherwise read every weight file (a released
+    UNet's 5.6 GB) from the current folder."""
+    from onnx import external_data_helper, helper
+
+    external = [t for t in model.graph.initializer if external_data_helper.uses_external_data(t)]
+    for tensor in external:
+        model.graph.input.append(helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims)))
+        model.graph.initializer.remove(tensor)
+    return model
+
+
 def graph_flops(path: str | Path, input_shapes: Mapping[str, tuple[int, ...]]) -> FlopCount:
     """FLOPs of one run of the graph at ``path`` with the given concrete input shapes."""
     import onnx
     from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
-    model = onnx.load(str(path), load_external_data=False)
+    model = _weights_as_inputs(onnx.load(str(path), load_external_data=False))
     for value in model.graph.input:
         if value.name not in input_shapes:
             continue

@@ -17,6 +17,10 @@ that run with the UNet calls it did not make added at the mean of its calls afte
 the numpy between calls scaled by the steps): the row says ``projected`` when its steps are not the
 measured ones. Text, VAE and opening time and the peak RSS are those of the run (they do not depend
 on steps).
+
+Each figure also carries the floating-point work of its UNet calls and decoded frames (multiply-adds of the
+convolutions and matrix products, :func:`benchmarks.measure.graph_flops` on the exported graphs) and the rate
+each graph ran at, so a row says how close a CPU came to its arithmetic limit.
 """
 from __future__ import annotations
 
@@ -55,6 +59,24 @@ ROWS = (VideoRow("t2v-512-v2", "ddim", 50), VideoRow("t2v-512-v2", "dpmpp-2m", 2
         VideoRow("t2v-turbo-vc2", "lcm", 4), VideoRow("t2v-turbo-vc2", "lcm", 8))
 
 
+def graph_gflop(bundle, name: str, dims: dict[str, int]) -> float:
+    """GFLOP of one call of the component ``name`` of ``bundle`` with its symbolic input dims set to ``dims``."""
+    from benchmarks.measure import graph_flops
+
+    shapes = {t.name: tuple(dims[d] if isinstance(d, str) else d for d in t.shape)
+              for t in bundle.component(name).inputs}
+    return graph_flops(bundle.component_path(name), shapes).flops / 1e9
+
+
+def video_gflop(bundle, found: dict[str, Any]) -> dict[str, float]:
+    """GFLOP of one UNet call and of one decoded frame in a run like ``found`` of ``bundle``."""
+    c = VideoConstants.of(bundle)
+    dims = {"batch": found["unet_batch"], "frames": found["frames"], "latent_height": found["height"] // c.vae_factor,
+            "latent_width": found["width"] // c.vae_factor, "context_length": c.context_length}
+    return {"unet_gflop_per_call": graph_gflop(bundle, "unet", dims),
+            "vae_gflop_per_frame": graph_gflop(bundle, "vae_decoder", {**dims, "frames": 1})}
+
+
 def project(found: dict[str, Any], steps: int) -> dict[str, Any]:
     """The figures of a :func:`~benchmarks.peak_memory.measure_generate` run at ``found["steps"]`` brought to
     ``steps``: the UNet calls it made, plus those it did not at the mean of its calls after the first; numpy
@@ -74,7 +96,19 @@ def project(found: dict[str, Any], steps: int) -> dict[str, Any]:
             "unet_batch": found["unet_batch"], "text_s": graphs.get("text_encoder", 0.0), "unet_s": graphs["unet"],
             "vae_s": graphs.get("vae_decoder", 0.0), "switch_s": switch, "outside_graphs_s": outside,
             "end_to_end_s": total, "unet_call_s": sum(steady) / len(steady), "unet_first_call_s": made[0],
-            "peak_rss_bytes": found["peak_rss_bytes"], "open_s": found["open_s"]}
+            "peak_rss_bytes": found["peak_rss_bytes"], "open_s": found["open_s"], **_work(found, steps)}
+
+
+def _work(found: dict[str, Any], steps: int) -> dict[str, float]:
+    """The GFLOP of a run like ``found`` at ``steps`` (its UNet calls and decoded frames) and the GFLOP/s each graph
+    ran at (``found`` carries :func:`video_gflop`)."""
+    unet, vae = found["unet_gflop_per_call"], found["vae_gflop_per_frame"]
+    made = found["graph_calls_s"]["unet"]
+    steady = made[1:] or made
+    return {"unet_gflop_per_call": unet, "vae_gflop_per_frame": vae,
+            "gflop": unet_calls(found, steps) * unet + found["frames"] * vae,
+            "unet_gflops_per_s": unet * len(steady) / sum(steady),
+            "vae_gflops_per_s": vae * found["frames"] / found["graph_s"]["vae_decoder"]}
 
 
 def unet_calls(found: dict[str, Any], steps: int) -> int:
@@ -98,6 +132,7 @@ def video_rows(bundles: Callable[[str], Any], rows=ROWS, log=print) -> tuple[lis
         log(f"{variant}: one video, {sampler} {steps} steps, {backend} {precision} (fresh process)")
         found = run_child(bundle.root, prompt=PROMPT, memory=MEMORY, backend=backend, precision=precision,
                           frames=VideoConstants.of(bundle).frames, sampler=sampler, steps=steps)
+        found.update(video_gflop(bundle, found))
         log(f"  {describe(found)}")
         for row in group:
             figure = project(found, row.steps)
@@ -106,8 +141,8 @@ def video_rows(bundles: Callable[[str], Any], rows=ROWS, log=print) -> tuple[lis
                 f", guidance {figure['guidance_scale']:g}" if figure["guided"] else ", no guidance branch") + (
                 f" (projected from {figure['measured_steps']} measured)" if figure["projected"] else "")
             table.append(Row(FAMILY, variant, label, f"{figure['frames']}x{figure['height']}x{figure['width']}",
-                             backend, figure["end_to_end_s"] * 1e3, runtime_peak_mb=figure["peak_rss_bytes"] / 2**20,
-                             precision=precision))
+                             backend, figure["end_to_end_s"] * 1e3, gflop=figure["gflop"],
+                             runtime_peak_mb=figure["peak_rss_bytes"] / 2**20, precision=precision))
     return table, figures
 
 
@@ -118,6 +153,7 @@ def describe_video(figure: dict[str, Any]) -> str:
             f"{figure['precision']}: {figure['end_to_end_s']:.0f} s = text {figure['text_s']:.1f} + UNet "
             f"{figure['unet_s']:.0f} (first call {figure['unet_first_call_s']:.1f} s, then "
             f"{figure['unet_call_s']:.1f} s "
-            f"a call of batch {figure['unet_batch']}) + VAE {figure['vae_s']:.0f} + "
+            f"a call of batch {figure['unet_batch']}, {figure['unet_gflops_per_s']:.0f} GFLOP/s) + VAE "
+            f"{figure['vae_s']:.0f} ({figure['vae_gflops_per_s']:.0f} GFLOP/s) + "
             f"opening/freeing {figure['switch_s']:.0f} + numpy {figure['outside_graphs_s']:.2f}; peak RSS "
             f"{figure['peak_rss_bytes'] / 2**30:.2f} GiB{projected}")

@@ -113,8 +113,10 @@ def test_session_is_a_context_manager_and_refuses_to_run_closed(double_bundle):
 
 def test_memory_option_reaches_the_backends_that_take_it(double_bundle):
     with open_session(double_bundle, "double") as normal, open_session(double_bundle, "double", memory="low") as low:
-        assert normal._session.get_session_options().enable_cpu_mem_arena
-        assert not low._session.get_session_options().enable_cpu_mem_arena
+        assert normal._session.get_session_options().enable_mem_pattern
+        assert not low._session.get_session_options().enable_mem_pattern
+        assert normal._session.get_session_options().enable_cpu_mem_arena  # both keep the arena
+        assert low._session.get_session_options().enable_cpu_mem_arena
     with pytest.raises(ValueError, match="memory must be one of normal, low, found 'none'"):
         open_session(double_bundle, "double", memory="none")
 

@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 import benchmarks.__main__ as bench
 from benchmarks.figures import line_plot
@@ -249,3 +250,73 @@ def test_whole_video_suite_measures_each_sampler_once_and_projects_by_steps(tmp_
                             + f["outside_graphs_s"])
         assert row.runtime_ms == f["end_to_end_s"] * 1e3 and row.runtime_peak_mb == f["peak_rss_bytes"] / 2**20
         assert ("projected" in row.item) == f["projected"] and row.shape == "8x64x64"
+    # the work of each row: the graph's count of one UNet call equals torch's own FLOP counter on the module
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from export.videocrafter1.bundle import build_component
+    from export.videocrafter1.graphs import UNetStep, example_unet_inputs, unet_conditions
+
+    config = turbo["tiny-t2v-turbo"]
+    feeds = example_unet_inputs(config.unet, batch=1, frames=8, height=config.height // 8, width=config.width // 8,
+                                context_length=77)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        UNetStep(build_component(config, "unet", None), unet_conditions(config.unet))(
+            *(torch.from_numpy(v) for v in feeds.values()))
+    assert math.isclose(lcm4["unet_gflop_per_call"], counter.get_total_flops() / 1e9)
+    for f, row in zip(figures, report.rows):
+        calls = f["steps"] * (2 if f["guided"] else 1)
+        assert math.isclose(f["gflop"], calls * f["unet_gflop_per_call"] + 8 * f["vae_gflop_per_frame"])
+        assert row.gflop == f["gflop"] and f["vae_gflop_per_frame"] > 0
+        assert math.isclose(f["unet_gflops_per_s"], f["unet_gflop_per_call"] / f["unet_call_s"])
+
+
+def test_graph_flops_count_graphs_with_external_weights_without_reading_them(tmp_path, monkeypatch):
+    """A graph whose weights live in another file is counted from its shapes alone, from any folder: a 3x3 Conv
+    and a MatMul, against the multiply-adds written out by hand."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from benchmarks.measure import graph_flops
+
+    weights = [numpy_helper.from_array(np.ones((16, 8, 3, 3), np.float32), "w"),
+               numpy_helper.from_array(np.ones((12, 5), np.float32), "m")]
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1]), helper.make_node("MatMul", ["y", "m"], ["z"])],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8, "h", 12])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, None)], weights)
+    path = tmp_path / "bundle" / "g.onnx"
+    path.parent.mkdir()
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path),
+              save_as_external_data=True, location="g.onnx.data", size_threshold=0)
+    (path.parent / "g.onnx.data").write_bytes(b"")  # the weights' values are never read
+    monkeypatch.chdir(tmp_path)
+    count = graph_flops(path, {"x": (2, 8, 10, 12)})
+    conv, matmul = 2 * (2 * 16 * 10 * 12) * 8 * 9, 2 * (2 * 16 * 10) * 12 * 5
+    assert (count.flops, count.nodes, count.unresolved) == (conv + matmul, 2, [])
+
+
+def test_kernel_rates_probe_builds_the_layers_it_counts(tmp_path):
+    """``benchmarks.probes.kernel_rates``: each layer's GFLOP equals the graph count of its graph, its FP32 graph
+    computes the layer (numpy), and its INT8 Q/DQ graph stays within 30 dB of it."""
+    from benchmarks.measure import graph_flops
+    from benchmarks.probes.kernel_rates import layer_gflop, layer_graph
+    from runtime.backends.onnxrt import inference_session
+
+    rng = np.random.default_rng(0)
+    for op, x_shape, w_shape in (("Conv", (2, 8, 6, 10), (16, 8, 3, 3)), ("MatMul", (64, 32), (32, 24))):
+        x = rng.standard_normal(x_shape, dtype=np.float32)
+        w = rng.standard_normal(w_shape, dtype=np.float32) * 0.05
+        fp32, int8 = (layer_graph(op, x_shape, w, q) for q in (False, True))
+        path = tmp_path / f"{op}.onnx"
+        path.write_bytes(fp32)
+        assert math.isclose(graph_flops(path, {"x": x_shape}).flops / 1e9, layer_gflop(op, x_shape, w_shape))
+        if op == "MatMul":
+            expected = x @ w
+        else:  # a same-padded convolution as a sum of shifted products
+            padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+            expected = sum(np.einsum("nchw,oc->nohw", padded[:, :, i:i + x_shape[2], j:j + x_shape[3]], w[:, :, i, j])
+                           for i in range(3) for j in range(3))
+        got, quantized = (inference_session(g).run(None, {"x": x})[0] for g in (fp32, int8))
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+        snr = 10 * np.log10(np.sum(expected ** 2) / np.sum((quantized - expected) ** 2))
+        assert snr > 30, snr

@@ -109,7 +109,7 @@ def test_low_memory_sessions_open_on_use_one_at_a_time(double_bundle, monkeypatc
         np.testing.assert_array_equal(pipeline.first.run({"x": X})["y"], 2 * X)
         np.testing.assert_array_equal(pipeline.first.run({"x": X})["y"], 2 * X)
         assert pipeline.first.is_open and not pipeline.second.is_open
-        assert not pipeline.first._session._session.get_session_options().enable_cpu_mem_arena  # low-memory ORT
+        assert not pipeline.first._session._session.get_session_options().enable_mem_pattern  # low-memory ORT
         assert trims == []
         np.testing.assert_array_equal(pipeline.second.run({"x": X})["y"], 2 * X)
         assert pipeline.second.is_open and not pipeline.first.is_open  # the first was freed

@@ -21,11 +21,12 @@ def _ort_load_errors() -> tuple[type[Exception], ...]:
 
 
 def inference_session(graph: str | Path | bytes, *, providers: list[str] | None = None, threads: int = 0,
-                      arena: bool = True, weights_folder: str | Path | None = None, in_node_order: bool = False):
+                      low_memory: bool = False, weights_folder: str | Path | None = None,
+                      in_node_order: bool = False):
     """An ``onnxruntime.InferenceSession`` with the project's settings: full graph optimisation, quiet log,
     ``threads`` intra-op threads (0: one per physical core), no intra-op spinning, the CPU memory
-    arena unless ``arena`` is False, and on an x86 CPU without VNNI the INT8 kernels that do not
-    saturate (:func:`runtime.cpu.int8_saturates`).
+    arena, ONNX Runtime's memory pattern unless ``low_memory``, and on an x86 CPU without VNNI the INT8
+    kernels that do not saturate (:func:`runtime.cpu.int8_saturates`).
 
     ``graph`` is a file, or a serialized graph whose external weight files lie in ``weights_folder``.
     ``in_node_order`` runs the nodes in the graph's own order where it can (``PRIORITY_BASED``): a graph
@@ -34,15 +35,19 @@ def inference_session(graph: str | Path | bytes, *, providers: list[str] | None 
 
     A pipeline alternates between several sessions; idle threads of one spinning for work
     would steal the cores the next session needs (2.5x slower end to end on a 2-core CPU).
-    The arena keeps the activations of a run for the next one, growing in powers of two:
-    without it they are freed after each run (a released UNet step at batch 2: peak 6.5 GB
-    instead of 7.3 GB, about 6 % slower, the same results bit for bit).
+    The arena hands the blocks a run frees to its next allocations. The memory pattern, from
+    a session's second run at a shape, allocates that run's activations as one planned block
+    on top: the fastest, but a 16-frame released UNet call then peaks at 10.2 GB instead of
+    8.6 GB. ``low_memory`` keeps the arena and drops the pattern; without the arena each large
+    tensor of a run is fresh memory from the system (a session's first 16-frame UNet call:
+    64 GB of page faults, 121 s instead of 93 s) and the peak is higher still (8.9 GB; the
+    measurements: docs/benchmarks/released.md). Results are the same bit for bit.
     """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.enable_cpu_mem_arena = arena
+    options.enable_mem_pattern = not low_memory
     options.intra_op_num_threads = threads
     options.log_severity_level = 3
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -63,7 +68,7 @@ class OrtSession(BaseSession):
     ``graph`` runs another ONNX file of the component (e.g. its INT8 Q/DQ graph) behind the
     same manifest entry; by default the component's ONNX Runtime graph where the bundle has one (the
     same graph with fused attention, ``export.ort_attention``), else its standard graph.
-    ``memory="low"`` runs without the CPU memory arena (see :func:`inference_session`).
+    ``memory="low"`` runs without ONNX Runtime's memory pattern (see :func:`inference_session`).
     """
 
     options = frozenset({"providers", "threads", "graph", "memory"})
@@ -74,7 +79,8 @@ class OrtSession(BaseSession):
         super().__init__(bundle.component(name))
         path = Path(graph) if graph is not None else bundle.onnxruntime_path(name)
         try:
-            self._session = inference_session(path, providers=providers, threads=threads, arena=memory != "low")
+            self._session = inference_session(path, providers=providers, threads=threads,
+                                              low_memory=memory == "low")
         except _ort_load_errors() as exc:
             reason = (str(exc).strip().splitlines() or [""])[0][:300]
             raise BundleError(
