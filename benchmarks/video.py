@@ -9,7 +9,7 @@ released configurations with seeded random weights (cost does not depend on the 
 once into the cache of :mod:`benchmarks.released`.
 
 A UNet call costs the same at every step (batch 1 without guidance, 2 with) except the first of a
-session (its allocations: about a third slower), so a sampler's cost grows only with its steps. A
+session (its allocations: up to a seventh slower), so a sampler's cost grows only with its steps. A
 2-core CPU needs over an hour for DDIM-50 with guidance, so each (variant, sampler, backend,
 precision) is measured once at ``measured_steps`` (:data:`MEASURED_STEPS`: one guided step, i.e.
 two UNet calls of batch 1 in low memory, or four steps without guidance) and every row of it is
