@@ -80,35 +80,30 @@ def video_gflop(bundle, found: dict[str, Any]) -> dict[str, float]:
 def project(found: dict[str, Any], steps: int) -> dict[str, Any]:
     """The figures of a :func:`~benchmarks.peak_memory.measure_generate` run at ``found["steps"]`` brought to
     ``steps``: the UNet calls it made, plus those it did not at the mean of its calls after the first; numpy
-    outside the graphs times ``steps / found["steps"]``; the rest as measured."""
+    outside the graphs times ``steps / found["steps"]``; the rest as measured. Also the GFLOP of those UNet calls
+    and decoded frames and the GFLOP/s each graph ran at (``found`` carries :func:`video_gflop`)."""
     factor = steps / found["steps"]
     made = found["graph_calls_s"]["unet"]
     steady = made[1:] or made
+    call_s = sum(steady) / len(steady)
+    calls = unet_calls(found, steps)
     graphs = dict(found["graph_s"])
-    graphs["unet"] = sum(made) + (unet_calls(found, steps) - len(made)) * sum(steady) / len(steady)
+    graphs["unet"] = sum(made) + (calls - len(made)) * call_s
     outside = found["outside_graphs_s"] * factor
     switch = sum(found["switch_s"].values())
     total = sum(graphs.values()) + switch + outside
+    unet_gflop, vae_gflop = found["unet_gflop_per_call"], found["vae_gflop_per_frame"]
     return {"variant": found["bundle"], "sampler": found["sampler"], "steps": steps, "measured_steps": found["steps"],
             "projected": steps != found["steps"], "guided": found["guided"],
             "guidance_scale": found["guidance_scale"], "backend": found["backend"], "precision": found["precision"],
             "memory": found["memory"], "frames": found["frames"], "height": found["height"], "width": found["width"],
             "unet_batch": found["unet_batch"], "text_s": graphs.get("text_encoder", 0.0), "unet_s": graphs["unet"],
             "vae_s": graphs.get("vae_decoder", 0.0), "switch_s": switch, "outside_graphs_s": outside,
-            "end_to_end_s": total, "unet_call_s": sum(steady) / len(steady), "unet_first_call_s": made[0],
-            "peak_rss_bytes": found["peak_rss_bytes"], "open_s": found["open_s"], **_work(found, steps)}
-
-
-def _work(found: dict[str, Any], steps: int) -> dict[str, float]:
-    """The GFLOP of a run like ``found`` at ``steps`` (its UNet calls and decoded frames) and the GFLOP/s each graph
-    ran at (``found`` carries :func:`video_gflop`)."""
-    unet, vae = found["unet_gflop_per_call"], found["vae_gflop_per_frame"]
-    made = found["graph_calls_s"]["unet"]
-    steady = made[1:] or made
-    return {"unet_gflop_per_call": unet, "vae_gflop_per_frame": vae,
-            "gflop": unet_calls(found, steps) * unet + found["frames"] * vae,
-            "unet_gflops_per_s": unet * len(steady) / sum(steady),
-            "vae_gflops_per_s": vae * found["frames"] / found["graph_s"]["vae_decoder"]}
+            "end_to_end_s": total, "unet_call_s": call_s, "unet_first_call_s": made[0],
+            "peak_rss_bytes": found["peak_rss_bytes"], "open_s": found["open_s"],
+            "unet_gflop_per_call": unet_gflop, "vae_gflop_per_frame": vae_gflop,
+            "gflop": calls * unet_gflop + found["frames"] * vae_gflop, "unet_gflops_per_s": unet_gflop / call_s,
+            "vae_gflops_per_s": vae_gflop * found["frames"] / found["graph_s"]["vae_decoder"]}
 
 
 def unet_calls(found: dict[str, Any], steps: int) -> int:
