@@ -1,6 +1,6 @@
 """The whole video at released size: ``python -m benchmarks --preset video`` (VideoCrafter1's full-video suite).
 
-One row per (variant, sampler, steps, backend, precision) of :data:`ROWS`: one video of the bundle's
+One row per (variant, sampler, steps, backend, precision) of :func:`rows_for` this CPU: one video of the bundle's
 size (16 frames of 320x512 for the released variants) from ``generate`` (its guidance as the official
 code runs it), in a fresh process per measurement (:func:`benchmarks.peak_memory.run_child`), split
 into text encoder, UNet, VAE decoder, opening/freeing graphs and numpy outside them, with the
@@ -20,15 +20,23 @@ on steps).
 
 Each figure also carries the floating-point work of its UNet calls and decoded frames (multiply-adds of the
 convolutions and matrix products, :func:`benchmarks.measure.graph_flops` on the exported graphs) and the rate
-each graph ran at, so a row says how close a CPU came to its arithmetic limit.
+each graph ran at, so a row says how close a CPU came to its arithmetic limit. Where the CPU has native BF16 the
+T2V-Turbo rows are measured again on OpenVINO BF16 (:func:`rows_for`); such a row's video (same seed) carries its
+PSNR against ONNX Runtime FP32's.
 """
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from itertools import groupby
+from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from benchmarks.measure import Row
+from runtime.arrays import psnr
+from runtime.cpu import Cpu, this_cpu
 from runtime.videocrafter1.constants import VideoConstants
 from runtime.videocrafter1.sampling import GUIDANCE_FREE
 
@@ -36,6 +44,7 @@ FAMILY = "videocrafter1"
 PROMPT = "a corgi running on the beach"
 MEMORY = "low"  # one graph in memory at a time: the mode that fits a 16-frame released UNet in 12 GiB
 MEASURED_STEPS = {True: 1, False: 4}  # guided (two UNet calls a step in low memory) / guidance-free
+REFERENCE = ("onnxruntime", "fp32")  # the (backend, precision) other rows' videos are compared with
 
 
 @dataclass(frozen=True)
@@ -57,6 +66,15 @@ class VideoRow:
 # with guidance), and T2V-Turbo v1's LCM at 4 (its app's default) and 8 steps, without guidance branch.
 ROWS = (VideoRow("t2v-512-v2", "ddim", 50), VideoRow("t2v-512-v2", "dpmpp-2m", 20),
         VideoRow("t2v-turbo-vc2", "lcm", 4), VideoRow("t2v-turbo-vc2", "lcm", 8))
+# where the CPU has native BF16: T2V-Turbo's rows again on OpenVINO BF16 (elsewhere OpenVINO runs a BF16 request in
+# FP32, so the row would repeat an FP32 one under another name)
+BF16_ROWS = (VideoRow("t2v-turbo-vc2", "lcm", 4, "openvino", "bf16"),
+             VideoRow("t2v-turbo-vc2", "lcm", 8, "openvino", "bf16"))
+
+
+def rows_for(cpu: Cpu) -> tuple[VideoRow, ...]:
+    """The rows the suite measures on ``cpu``: :data:`ROWS`, and :data:`BF16_ROWS` where it has native BF16."""
+    return ROWS + (BF16_ROWS if cpu.bf16 else ())
 
 
 def graph_gflop(bundle, name: str, dims: dict[str, int]) -> float:
@@ -112,33 +130,52 @@ def unet_calls(found: dict[str, Any], steps: int) -> int:
     return steps * (2 if found["guided"] else 1) // found["unet_batch"]
 
 
-def video_rows(bundles: Callable[[str], Any], rows=ROWS, log=print) -> tuple[list[Row], list[dict]]:
-    """Measure each (variant, sampler, backend, precision) of ``rows`` once and project its rows; ``bundles(variant)``
-    is the released bundle of a variant. The table rows and the figures (:func:`project`) of each."""
+def video_rows(bundles: Callable[[str], Any], rows: tuple[VideoRow, ...] | None = None, log=print
+               ) -> tuple[list[Row], list[dict]]:
+    """Measure each (variant, sampler, backend, precision) of ``rows`` (default: :func:`rows_for` this CPU) once and
+    project its rows; ``bundles(variant)`` is the released bundle of a variant. The table rows and the figures
+    (:func:`project`) of each; a measured row in another backend or precision than ONNX Runtime FP32 also carries
+    its video's PSNR against ONNX Runtime FP32's of the same sampler and steps (:func:`compare_videos`)."""
     from benchmarks.peak_memory import describe, run_child
 
-    table, figures = [], []
-    for key, group in groupby(sorted(rows, key=lambda r: (r.measurement, r.steps)), key=lambda r: r.measurement):
-        group = list(group)
-        variant, sampler, backend, precision = key
-        bundle = bundles(variant)
-        guided = sampler not in GUIDANCE_FREE
-        steps = min(group[0].steps, MEASURED_STEPS[guided])
-        log(f"{variant}: one video, {sampler} {steps} steps, {backend} {precision} (fresh process)")
-        found = run_child(bundle.root, prompt=PROMPT, memory=MEMORY, backend=backend, precision=precision,
-                          frames=VideoConstants.of(bundle).frames, sampler=sampler, steps=steps)
-        found.update(video_gflop(bundle, found))
-        log(f"  {describe(found)}")
-        for row in group:
-            figure = project(found, row.steps)
-            figures.append(figure)
-            label = f"whole video: {sampler} {row.steps} steps" + (
-                f", guidance {figure['guidance_scale']:g}" if figure["guided"] else ", no guidance branch") + (
-                f" (projected from {figure['measured_steps']} measured)" if figure["projected"] else "")
-            table.append(Row(FAMILY, variant, label, f"{figure['frames']}x{figure['height']}x{figure['width']}",
-                             backend, figure["end_to_end_s"] * 1e3, gflop=figure["gflop"],
-                             runtime_peak_mb=figure["peak_rss_bytes"] / 2**20, precision=precision))
+    rows = rows_for(this_cpu()) if rows is None else rows
+    table, figures, videos = [], [], {}
+    with tempfile.TemporaryDirectory(prefix="whole-video-") as folder:
+        for key, group in groupby(sorted(rows, key=lambda r: (r.measurement, r.steps)), key=lambda r: r.measurement):
+            group = list(group)
+            variant, sampler, backend, precision = key
+            bundle = bundles(variant)
+            guided = sampler not in GUIDANCE_FREE
+            steps = min(group[0].steps, MEASURED_STEPS[guided])
+            log(f"{variant}: one video, {sampler} {steps} steps, {backend} {precision} (fresh process)")
+            video = videos[bundle.manifest.variant, sampler, backend, precision] = Path(folder) / f"{len(videos)}.npy"
+            found = run_child(bundle.root, prompt=PROMPT, memory=MEMORY, backend=backend, precision=precision,
+                              frames=VideoConstants.of(bundle).frames, sampler=sampler, steps=steps, video=video)
+            found.update(video_gflop(bundle, found))
+            log(f"  {describe(found)}")
+            for row in group:
+                figure = project(found, row.steps)
+                figures.append(figure)
+                label = f"whole video: {sampler} {row.steps} steps" + (
+                    f", guidance {figure['guidance_scale']:g}" if figure["guided"] else ", no guidance branch") + (
+                    f" (projected from {figure['measured_steps']} measured)" if figure["projected"] else "")
+                table.append(Row(FAMILY, variant, label, f"{figure['frames']}x{figure['height']}x{figure['width']}",
+                                 backend, figure["end_to_end_s"] * 1e3, gflop=figure["gflop"],
+                                 runtime_peak_mb=figure["peak_rss_bytes"] / 2**20, precision=precision))
+        compare_videos(figures, videos)
     return table, figures
+
+
+def compare_videos(figures: list[dict[str, Any]], videos: dict[tuple[str, str, str, str], Path]) -> None:
+    """Set ``psnr_vs_fp32_db`` on each measured (not projected) figure whose backend or precision is not
+    :data:`REFERENCE`: the PSNR of its video (``videos`` by the figures' variant, sampler, backend and precision)
+    against the reference's of the same variant and sampler (same seed and steps); None elsewhere."""
+    for figure in figures:
+        key = (figure["variant"], figure["sampler"], figure["backend"], figure["precision"])
+        reference = (*key[:2], *REFERENCE)
+        figure["psnr_vs_fp32_db"] = None
+        if key[2:] != REFERENCE and not figure["projected"] and reference in videos:
+            figure["psnr_vs_fp32_db"] = psnr(np.load(videos[reference]), np.load(videos[key]))
 
 
 def describe_video(figure: dict[str, Any]) -> str:

@@ -46,6 +46,7 @@ class LazySession:
         self._group = group
         self._session: BaseSession | None = None
         self.switch_s = 0.0  # seconds its runs spent freeing the previous component and opening this one
+        self.precision: str | None = None  # what the backend ran it in, once opened (a session's ``.precision``)
 
     @property
     def is_open(self) -> bool:
@@ -56,6 +57,7 @@ class LazySession:
         self._group.switch_to(self)
         if self._session is None:
             self._session = self._open()
+            self.precision = getattr(self._session, "precision", None)
         self.switch_s += time.perf_counter() - start
         return self._session.run(feeds)
 

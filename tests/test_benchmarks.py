@@ -221,8 +221,9 @@ def test_whole_video_suite_measures_each_sampler_once_and_projects_by_steps(tmp_
     """``--preset video`` with tiny presets standing in for the released ones: one fresh process per
     (variant, sampler, backend, precision), the rows of more steps scaled from it by the step ratio."""
     from benchmarks import peak_memory, videocrafter1 as bench_vc
-    from benchmarks.video import MEASURED_STEPS, ROWS
+    from benchmarks.video import MEASURED_STEPS, rows_for
     from export.videocrafter1 import presets
+    from runtime.cpu import this_cpu
 
     tiny, turbo = presets.tiny_variants(), presets.tiny_turbo_variants()
     monkeypatch.setattr(presets, "released_variants",
@@ -232,12 +233,22 @@ def test_whole_video_suite_measures_each_sampler_once_and_projects_by_steps(tmp_
     measured = peak_memory.run_child
     monkeypatch.setattr(peak_memory, "run_child", lambda *a, **k: children.append(k) or measured(*a, **k))
     report = bench_vc.bench_video(log=lambda _: None)
-    assert [(c["sampler"], c["steps"], c["frames"]) for c in children] == [
-        ("ddim", MEASURED_STEPS[True], 8), ("dpmpp-2m", MEASURED_STEPS[True], 8), ("lcm", 4, 8)]
+    rows = rows_for(this_cpu())
+    bf16 = [("lcm", 4, 8, "openvino", "bf16")] if this_cpu().bf16 else []  # OpenVINO BF16 where it is native
+    assert [(c["sampler"], c["steps"], c["frames"], c["backend"], c["precision"]) for c in children] == [
+        ("ddim", MEASURED_STEPS[True], 8, "onnxruntime", "fp32"), ("dpmpp-2m", MEASURED_STEPS[True], 8,
+                                                                   "onnxruntime", "fp32"),
+        ("lcm", 4, 8, "onnxruntime", "fp32")] + bf16
     figures = report.figures["whole_video"]
-    assert [(f["sampler"], f["steps"]) for f in figures] == sorted(
-        [(r.sampler, r.steps) for r in ROWS], key=lambda s: ({"ddim": 0, "dpmpp-2m": 1, "lcm": 2}[s[0]], s[1]))
-    by = {(f["sampler"], f["steps"]): f for f in figures}
+    order = {"ddim": 0, "dpmpp-2m": 1, "lcm": 2}
+    assert [(f["sampler"], f["steps"], f["backend"], f["precision"]) for f in figures] == sorted(
+        [(r.sampler, r.steps, r.backend, r.precision) for r in rows], key=lambda s: (order[s[0]], s[2], s[3], s[1]))
+    assert all(f["precision"] == "bf16" for f in figures if f["backend"] == "openvino")
+    # a measured BF16 video carries its PSNR against ONNX Runtime FP32's (same seed), high but not exact
+    assert [f["psnr_vs_fp32_db"] is not None for f in figures] == [
+        f["backend"] == "openvino" and not f["projected"] for f in figures]
+    assert all(20 < f["psnr_vs_fp32_db"] < float("inf") for f in figures if f["psnr_vs_fp32_db"] is not None)
+    by = {(f["sampler"], f["steps"]): f for f in figures if f["backend"] == "onnxruntime"}
     lcm4, lcm8, ddim = by["lcm", 4], by["lcm", 8], by["ddim", 50]
     assert not lcm4["projected"] and lcm8["projected"] and ddim["projected"]
     assert (lcm4["guided"], ddim["guided"], ddim["unet_batch"]) == (False, True, 1)  # low memory: one branch a call
@@ -268,6 +279,23 @@ def test_whole_video_suite_measures_each_sampler_once_and_projects_by_steps(tmp_
         assert math.isclose(f["gflop"], calls * f["unet_gflop_per_call"] + 8 * f["vae_gflop_per_frame"])
         assert row.gflop == f["gflop"] and f["vae_gflop_per_frame"] > 0
         assert math.isclose(f["unet_gflops_per_s"], f["unet_gflop_per_call"] / f["unet_call_s"])
+
+
+def test_whole_video_rows_add_openvino_bf16_only_where_the_cpu_has_native_bf16():
+    """A BF16 row on a CPU without native BF16 would be OpenVINO FP32 under another name: it is measured only where
+    the flags say BF16 (Zen 4's AVX-512 BF16, AMX), and there for T2V-Turbo's LCM rows, besides every FP32 row."""
+    from benchmarks.video import ROWS, rows_for
+    from runtime.cpu import Cpu
+
+    zen3 = Cpu("AMD EPYC", "x86_64", frozenset({"avx2", "fma"}))
+    zen4 = Cpu("AMD EPYC", "x86_64", frozenset({"avx2", "avx512f", "avx512_vnni", "avx512_bf16"}))
+    amx = Cpu("Intel Xeon", "x86_64", frozenset({"avx512f", "amx_bf16", "amx_int8"}))
+    assert rows_for(zen3) == ROWS
+    for cpu in (zen4, amx):
+        added = rows_for(cpu)[len(ROWS):]
+        assert rows_for(cpu)[:len(ROWS)] == ROWS
+        assert {(r.variant, r.sampler, r.steps, r.backend, r.precision) for r in added} == {
+            ("t2v-turbo-vc2", "lcm", 4, "openvino", "bf16"), ("t2v-turbo-vc2", "lcm", 8, "openvino", "bf16")}
 
 
 def test_graph_flops_count_graphs_with_external_weights_without_reading_them(tmp_path, monkeypatch):

@@ -54,6 +54,20 @@ def test_results_page_shows_rows_and_plots_of_every_json(tmp_path):
     assert ElementTree.fromstring(drawn[0][1]).findall(f"{SVG}polyline")
 
 
+def test_whole_video_figures_show_their_rates_and_psnr_and_older_files_dashes(tmp_path):
+    hook = _hook()
+    base = {"variant": "t2v-turbo-vc2", "sampler": "lcm", "steps": 4, "guided": False, "backend": "onnxruntime",
+            "precision": "fp32", "text_s": 0.5, "unet_s": 300.0, "vae_s": 140.0, "switch_s": 10.0,
+            "end_to_end_s": 450.0, "peak_rss_bytes": 8.5 * 2**30}
+    new = {**base, "backend": "openvino", "precision": "bf16", "unet_gflops_per_s": 373.4, "vae_gflops_per_s": 390.0,
+           "psnr_vs_fp32_db": 31.26}
+    lines = hook.breakdown_lines("videocrafter1", {"whole_video": [base, new]})
+    older, newer = (next(line for line in lines if f"| {b} | {p} |" in line) for b, p in
+                    (("onnxruntime", "fp32"), ("openvino", "bf16")))
+    assert newer.endswith("| 450 | 8.50 | 373 | 390 | 31.3 |")
+    assert older.endswith("| 450 | 8.50 | - | - | - |")  # a file from before the rates and the PSNR
+
+
 def test_a_soak_result_shows_its_load_table(tmp_path):
     hook = _hook()
     soak = {"seconds": 120.4, "clients": 4, "servers": 2, "retried": 1, "errors": [],

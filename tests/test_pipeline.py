@@ -129,3 +129,27 @@ def test_open_in_low_memory_gives_lazy_sessions(double_bundle):
         np.testing.assert_array_equal(pipeline.run("double", {"x": X})["y"], 2 * X)
         assert session.is_open
     assert not session.is_open
+
+
+@pytest.mark.filterwarnings("ignore::runtime.backends.ov.PrecisionFallbackWarning")
+def test_a_lazy_session_keeps_the_precision_its_backend_ran_after_closing(double_bundle, monkeypatch, tmp_path):
+    """What a low-memory component ran in stays readable once it is freed (the benchmarks record it after the
+    run): OpenVINO BF16 is BF16 where the CPU has it natively and FP32 elsewhere, as an eager session says."""
+    pytest.importorskip("openvino")
+    from runtime.backends.base import Backend, open_session
+    from runtime.cpu import this_cpu
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    backend = Backend("openvino", precision="bf16")
+    with open_session(double_bundle, "double", backend=backend) as eager:
+        assert eager.precision == ("bf16" if this_cpu().bf16 else "fp32")
+
+    class Lazy(Pipeline):
+        family, entry = "test", "double_all"
+
+    with Lazy(double_bundle, backend=backend, memory="low") as pipeline:
+        pipeline.open("double")
+        session = pipeline.sessions["double"]
+        assert session.precision is None  # not opened yet
+        np.testing.assert_array_equal(pipeline.run("double", {"x": X})["y"], 2 * X)
+    assert not session.is_open and session.precision == eager.precision

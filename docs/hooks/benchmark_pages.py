@@ -131,8 +131,8 @@ def breakdown_lines(family: str, figures: dict) -> list[str]:
     if video:
         lines += ["", "Whole video (seconds; UNet marked * adds the calls not made at the measured per-call time):", "",
                   "| variant | sampler | steps | guided | backend | precision | text | UNet | VAE | opening/freeing "
-                  "| total | peak RSS GiB | UNet GFLOP/s | VAE GFLOP/s |",
-                  "| --- | --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+                  "| total | peak RSS GiB | UNet GFLOP/s | VAE GFLOP/s | PSNR vs ONNX Runtime FP32 dB |",
+                  "| --- | --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for v in video:
             try:
                 unet = f"{v['unet_s']:.0f}{' *' if v.get('projected') else ''}"
@@ -140,7 +140,8 @@ def breakdown_lines(family: str, figures: dict) -> list[str]:
                     v["variant"], v["sampler"], v["steps"], _yes_no(v["guided"]), v["backend"], v["precision"],
                     f"{v['text_s']:.1f}", unet, f"{v['vae_s']:.0f}", f"{v['switch_s']:.0f}",
                     f"{v['end_to_end_s']:.0f}", f"{v['peak_rss_bytes'] / 2**30:.2f}",
-                    *(f"{v[k]:.0f}" if k in v else "-" for k in ("unet_gflops_per_s", "vae_gflops_per_s")))) + " |")
+                    *(f"{v[k]:.0f}" if k in v else "-" for k in ("unet_gflops_per_s", "vae_gflops_per_s")),
+                    _fixed(v.get("psnr_vs_fp32_db"), 1))) + " |")
             except (KeyError, TypeError, ValueError):
                 continue
         lines.append("")
