@@ -1,6 +1,6 @@
 """``python -m benchmarks.peak_memory BUNDLE [--memory normal|low] [--backend NAME] [--precision P] [--frames F]
-[--sampler NAME] [--steps S] [--guidance-scale W] [--video OUT.npy]``: the peak resident memory and the time split
-of one VideoCrafter1 ``generate`` in a fresh process, printed as JSON.
+[--sampler NAME] [--steps S] [--guidance-scale W] [--int8 COMPONENT] [--video OUT.npy]``: the peak resident memory
+and the time split of one VideoCrafter1 ``generate`` in a fresh process, printed as JSON.
 
 A high-water mark covers a process's whole life, so each measurement is a process of
 its own (:func:`run_child` starts one and reads its JSON). It reports ``VmHWM`` of
@@ -105,15 +105,16 @@ def _cache_files() -> int | None:
 
 def measure_generate(bundle_root: str | Path, *, prompt: str, memory: str, backend: str, frames: int, steps: int,
                      sampler: str = "ddim", guidance_scale: float | None = None, precision: str = "fp32",
-                     video: str | Path | None = None) -> dict[str, Any]:
+                     int8: tuple[str, ...] = (), video: str | Path | None = None) -> dict[str, Any]:
     """Open the pipeline and run one ``generate`` of ``prompt`` here: ``sampler`` at ``steps``, the bundle's size,
-    and its guidance scale unless ``guidance_scale`` is given; ``precision`` is OpenVINO's (ONNX Runtime: fp32).
+    and its guidance scale unless ``guidance_scale`` is given; ``precision`` is OpenVINO's (ONNX Runtime: fp32);
+    ``int8``: components run from their INT8 Q/DQ graph (the backend's ``int8`` option).
     ``video``: also save the video (uint8, seed 0) there with ``np.save``, to compare backends and precisions."""
     importlib.import_module(_BACKEND_LIBRARIES.get(backend, "onnxruntime"))
     bundle = Bundle(bundle_root)
     baseline = status_kb()["VmRSS"]
     cached_before = _cache_files() if backend == "openvino" else None
-    chosen = Backend(backend, precision=precision) if backend == "openvino" else backend
+    chosen = Backend(backend, **({"precision": precision} if backend == "openvino" else {}), int8=list(int8))
     with RssSampler() as rss:
         start = time.perf_counter()
         pipeline = VideoPipeline(bundle, backend=chosen, memory=memory)
@@ -125,8 +126,8 @@ def measure_generate(bundle_root: str | Path, *, prompt: str, memory: str, backe
             split = time_graphs(pipeline, lambda: made.append(pipeline.generate(
                 prompt, frames=frames, sampler=sampler, steps=steps, guidance_scale=scale, progress=False)))
             names = list(pipeline.sessions)
-            precisions = {name: getattr(session, "precision", None) or "fp32"  # ONNX Runtime: the graph as exported
-                          for name, session in pipeline.sessions.items()}
+            precisions = {name: "int8" if name in int8 else  # ONNX Runtime: the graph as exported
+                          getattr(session, "precision", None) or "fp32" for name, session in pipeline.sessions.items()}
         after_close = rss.read()["VmRSS"]
     if video is not None:
         np.save(video, made[0])
@@ -158,13 +159,15 @@ def measure_generate(bundle_root: str | Path, *, prompt: str, memory: str, backe
 
 def run_child(bundle_root: str | Path, *, prompt: str, memory: str, backend: str, frames: int, steps: int,
               sampler: str = "ddim", guidance_scale: float | None = None, precision: str = "fp32",
-              video: str | Path | None = None) -> dict[str, Any]:
+              int8: tuple[str, ...] = (), video: str | Path | None = None) -> dict[str, Any]:
     """:func:`measure_generate` in a fresh Python process (this checkout's packages); its JSON."""
     command = [sys.executable, "-m", "benchmarks.peak_memory", str(bundle_root), "--prompt", prompt,
                "--memory", memory, "--backend", backend, "--precision", precision, "--frames", str(frames),
                "--sampler", sampler, "--steps", str(steps)]
     if guidance_scale is not None:
         command += ["--guidance-scale", str(guidance_scale)]
+    for name in int8:
+        command += ["--int8", name]
     if video is not None:
         command += ["--video", str(video)]
     path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
@@ -209,11 +212,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sampler", choices=tuple(SAMPLERS), default="ddim")
     parser.add_argument("--steps", type=int, default=2, help="sampler steps")
     parser.add_argument("--guidance-scale", type=float, help="default: the bundle's")
+    parser.add_argument("--int8", action="append", default=[], metavar="COMPONENT",
+                        help="run this component from its INT8 Q/DQ graph (repeatable; `python -m calibration`)")
     parser.add_argument("--video", type=Path, help="also save the video (uint8 .npy) here")
     args = parser.parse_args(argv)
     result = measure_generate(args.bundle, prompt=args.prompt, memory=args.memory, backend=args.backend,
                               frames=args.frames, steps=args.steps, sampler=args.sampler,
-                              guidance_scale=args.guidance_scale, precision=args.precision, video=args.video)
+                              guidance_scale=args.guidance_scale, precision=args.precision, int8=tuple(args.int8),
+                              video=args.video)
     print(json.dumps(result))
     return 0
 

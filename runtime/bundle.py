@@ -281,6 +281,18 @@ class Bundle:
         ort_graph = self.component(name).ort_graph
         return self.verify(ort_graph) if ort_graph else path
 
+    def int8_path(self, name: str) -> Path:
+        """The verified INT8 Q/DQ graph of a component (its external data too), as ``python -m calibration
+        quantize`` wrote it; a BundleError naming the command when the bundle has none."""
+        entry = self.component(name).int8
+        if not entry.get("graph"):
+            raise BundleError(f"{name}: bundle {self.root} has no INT8 graph of this component; write one with "
+                              f"`python -m calibration collect {self.root} --out DATA` and `python -m calibration "
+                              f"quantize {self.root} --data DATA --component {name}`")
+        for rel in entry.get("graph_data", ()):
+            self.verify(rel)
+        return self.verify(entry["graph"])
+
     def file(self, rel: str) -> Path:
         return self.verify(rel)
 

@@ -21,7 +21,7 @@ from export.videocrafter1.bundle import export_bundle
 from export.videocrafter1.presets import tiny_t2v
 from runtime.ait.constants import DepthConstants
 from runtime.arrays import agreement
-from runtime.bundle import Bundle
+from runtime.bundle import Bundle, BundleError
 from runtime.cpu import int8_saturates, this_cpu
 from runtime.videocrafter1.constants import VideoConstants
 
@@ -185,6 +185,49 @@ def test_bad_inputs_give_clear_errors(calibrated, tmp_path, capsys):
     with pytest.raises(ValueError, match="matches no node"):
         quantize(bundle.root, CalibrationData.open(calibrated[1].root).root, components=["text_encoder"],
                  exclude=["*no-such-node*"], log=lambda _: None)
+
+
+@pytest.mark.parametrize("memory", ["normal", "low"])
+def test_int8_option_runs_the_named_components_from_their_qdq_graph(calibrated, memory):
+    """``Backend(..., int8=["unet"])`` in a pipeline gives the video of the same pipeline with the UNet put in as
+    an INT8 session by hand, bit for bit, and differs from the FP32 video; the other components stay FP32."""
+    import runtime
+    from runtime.backends import Backend, open_session
+
+    bundle, data, _ = calibrated
+    feeds = next(data.records("text_encoder", "heldout"))
+    fp32 = OrtSession(bundle, "text_encoder").run(feeds)
+    with open_session(bundle, "text_encoder", backend=Backend("onnxruntime", int8=["unet"])) as session:
+        found = session.run(feeds)
+        for output in fp32:
+            np.testing.assert_array_equal(found[output], fp32[output])
+    args = dict(steps=2, seed=0, frames=2)
+    with runtime.VideoPipeline(bundle, backend=Backend("onnxruntime", int8=["unet"]), memory=memory) as pipe:
+        int8 = pipe.generate("a corgi", **args)
+    with runtime.VideoPipeline(bundle, backend="onnxruntime") as pipe:
+        fp32_video = pipe.generate("a corgi", **args)
+        by_hand = OrtSession(bundle, "unet", graph=bundle.int8_path("unet"))
+        with pipe.substituted(lambda name, s: by_hand if name == "unet" else None):
+            expected = pipe.generate("a corgi", **args)
+    np.testing.assert_array_equal(int8, expected)
+    assert not np.array_equal(int8, fp32_video)
+
+
+def test_int8_option_refuses_what_it_cannot_run(calibrated, tmp_path):
+    from runtime.backends import Backend, open_session
+
+    bundle, _, _ = calibrated
+    with pytest.raises(BundleError, match="int8 names 'unte', not a component of the bundle; expected some of "
+                                          "text_encoder, unet, vae_decoder"):
+        open_session(bundle, "unet", backend=Backend("onnxruntime", int8=["unte"]))
+    with pytest.raises(BundleError, match="unet: both int8 and graph= ask which graph to run"):
+        open_session(bundle, "unet", backend="onnxruntime", int8=["unet"], graph=bundle.component_path("unet"))
+    with pytest.raises(BundleError, match="TensorRT runs INT8 from its engines"):
+        open_session(bundle, "unet", backend="tensorrt", int8="unet")
+    plain = export_bundle(tiny_t2v(), tmp_path / "plain", seed=0, log=lambda _: None)
+    with pytest.raises(BundleError, match=r"unet: bundle .* has no INT8 graph of this component; write one with "
+                                          r"`python -m calibration collect"):
+        open_session(Bundle(plain), "unet", backend="onnxruntime", int8=["unet"])
 
 
 def test_minmax_ranges_match_onnxruntime_calibrator(calibrated, tmp_path):

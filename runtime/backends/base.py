@@ -168,6 +168,26 @@ def auto_backend(bundle: Bundle, name: str, options: Mapping[str, object]) -> st
     return _auto(bundle, name, options)[0]
 
 
+def _int8_graph(bundle: Bundle, name: str, backend: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` without ``int8`` (component names), and with the component's INT8 graph as ``graph`` when it
+    is one of them; an unknown name, or another ``graph`` asked for the same component, is refused."""
+    options = dict(options)
+    int8 = options.pop("int8", None) or ()
+    names = [int8] if isinstance(int8, str) else list(int8)
+    unknown = [n for n in names if n not in bundle.manifest.components]
+    if unknown:
+        raise BundleError(f"int8 names {', '.join(map(repr, unknown))}, not a component of the bundle; expected "
+                          f"some of {', '.join(sorted(bundle.manifest.components))}")
+    if name in names:
+        if options.get("graph") is not None:
+            raise BundleError(f"{name}: both int8 and graph= ask which graph to run; give one of them")
+        if backend == "tensorrt":
+            raise BundleError(f"{name}: TensorRT runs INT8 from its engines: backend=Backend('tensorrt', "
+                              "precision='int8'), not int8=")
+        options["graph"] = bundle.int8_path(name)
+    return options
+
+
 def open_session(bundle: Bundle, name: str, *, backend: str | Backend = "onnxruntime", memory: str = "normal",
                  **options) -> BaseSession:
     """Open one component with the named backend (a name, or a :class:`Backend` that carries its options).
@@ -182,11 +202,14 @@ def open_session(bundle: Bundle, name: str, *, backend: str | Backend = "onnxrun
     Runtime) are dropped; the opened session's ``label`` names the backend chosen and its
     ``auto_reason`` says why. A named backend is opened as asked.
     ``memory="low"`` asks for the backend's low-memory settings where it has any (a backend that
-    takes a ``memory`` option).
+    takes a ``memory`` option). ``int8``: names of components to run from their INT8 Q/DQ graph
+    (:meth:`runtime.bundle.Bundle.int8_path`) on ONNX Runtime or OpenVINO, e.g.
+    ``Backend("openvino", precision="bf16", int8=["unet"])``; the others run as asked.
     """
     check_memory(memory)
     if isinstance(backend, Backend):
         backend, options = backend.name, {**backend.options, **options}
+    options = _int8_graph(bundle, name, backend, options)
     if backend == "auto":
         chosen, why = _auto(bundle, name, options)
         cls = backend_class(chosen)
