@@ -92,7 +92,7 @@ class Item:
 def variants(bundle: Bundle, component: str) -> Iterator[tuple[str, str, dict]]:
     """(backend, precision asked, open_session options) of every backend here that runs ``component``."""
     int8 = bundle.component(component).int8
-    graph = {"graph": bundle.verify(int8["graph"])} if int8 else None
+    graph = {"graph": bundle.int8_path(component)} if int8 else None
     yield "onnxruntime", "fp32", {}
     if graph:
         yield "onnxruntime", "int8", graph

@@ -46,7 +46,7 @@ def report(bundle_root: str | Path, data_root: str | Path | None = None, *, end_
     data = CalibrationData.open(data_root)
     data.check_bundle(bundle.manifest.family, bundle.manifest.variant)
     split = "heldout" if data.index.get("heldout_samples") else "all"
-    int8 = {n: OrtSession(bundle, n, graph=bundle.verify(c.int8["graph"])) for n, c in quantized.items()}
+    int8 = {n: OrtSession(bundle, n, graph=bundle.int8_path(n)) for n in quantized}
     components = {}
     for name, session in int8.items():
         fp32 = OrtSession(bundle, name)
