@@ -224,6 +224,8 @@ def test_int8_option_refuses_what_it_cannot_run(calibrated, tmp_path):
         open_session(bundle, "unet", backend="onnxruntime", int8=["unet"], graph=bundle.component_path("unet"))
     with pytest.raises(BundleError, match="TensorRT runs INT8 from its engines"):
         open_session(bundle, "unet", backend="tensorrt", int8="unet")
+    with pytest.raises(BundleError, match="unet: backend 'triton' does not run another graph of a component"):
+        open_session(bundle, "unet", backend=Backend("triton", url="http://127.0.0.1:9"), int8=["unet"])
     plain = export_bundle(tiny_t2v(), tmp_path / "plain", seed=0, log=lambda _: None)
     with pytest.raises(BundleError, match=r"unet: bundle .* has no INT8 graph of this component; write one with "
                                           r"`python -m calibration collect"):

@@ -170,7 +170,8 @@ def auto_backend(bundle: Bundle, name: str, options: Mapping[str, object]) -> st
 
 def _int8_graph(bundle: Bundle, name: str, backend: str, options: Mapping[str, Any]) -> dict[str, Any]:
     """``options`` without ``int8`` (component names), and with the component's INT8 graph as ``graph`` when it
-    is one of them; an unknown name, or another ``graph`` asked for the same component, is refused."""
+    is one of them; an unknown name, another ``graph`` asked for the same component, or a backend that opens no
+    other graph (TensorRT, Triton) is refused."""
     options = dict(options)
     int8 = options.pop("int8", None) or ()
     names = [int8] if isinstance(int8, str) else list(int8)
@@ -181,9 +182,10 @@ def _int8_graph(bundle: Bundle, name: str, backend: str, options: Mapping[str, A
     if name in names:
         if options.get("graph") is not None:
             raise BundleError(f"{name}: both int8 and graph= ask which graph to run; give one of them")
-        if backend == "tensorrt":
-            raise BundleError(f"{name}: TensorRT runs INT8 from its engines: backend=Backend('tensorrt', "
-                              "precision='int8'), not int8=")
+        if backend != "auto" and "graph" not in backend_class(backend).options:
+            raise BundleError(f"{name}: backend {backend!r} does not run another graph of a component, so int8= "
+                              "cannot apply: TensorRT runs INT8 from its engines (backend=Backend('tensorrt', "
+                              "precision='int8')), a Triton server the models of its repository")
         options["graph"] = bundle.int8_path(name)
     return options
 
