@@ -169,12 +169,14 @@ def _weights_as_inputs(model):
     return model
 
 
-def graph_flops(path: str | Path, input_shapes: Mapping[str, tuple[int, ...]]) -> FlopCount:
-    """FLOPs of one run of the graph at ``path`` with the given concrete input shapes."""
+def graph_flops(graph: str | Path | bytes, input_shapes: Mapping[str, tuple[int, ...]]) -> FlopCount:
+    """FLOPs of one run of ``graph`` (a file, or a serialized graph) with the given concrete input shapes."""
     import onnx
     from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
-    model = _weights_as_inputs(onnx.load(str(path), load_external_data=False))
+    model = (onnx.load_from_string(graph) if isinstance(graph, bytes)
+             else onnx.load(str(graph), load_external_data=False))
+    model = _weights_as_inputs(model)
     for value in model.graph.input:
         if value.name not in input_shapes:
             continue

@@ -69,17 +69,10 @@ def layer_graph(op: str, x_shape: tuple[int, ...], weights: np.ndarray, int8: bo
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
 
 
-def layer_gflop(op: str, x_shape: tuple[int, ...], w_shape: tuple[int, ...]) -> float:
-    """Multiply-adds x 2 of the layer (a same-padded, stride-1 convolution keeps the input's height and width)."""
-    if op == "Conv":
-        n, c, h, w = x_shape
-        return 2 * n * h * w * w_shape[0] * c * w_shape[2] * w_shape[3] / 1e9
-    return 2 * int(np.prod(x_shape[:-1])) * w_shape[0] * w_shape[1] / 1e9
-
-
 def measure_rates(repeats: int = 3, seed: int = 0, log=print) -> list[Rate]:
     """Each layer of :data:`CONVS` and :data:`MATMULS` in FP32 and INT8: the best of ``repeats`` timed runs after
     one untimed run."""
+    from benchmarks.measure import graph_flops
     from runtime.backends.onnxrt import inference_session
 
     rng = np.random.default_rng(seed)
@@ -88,6 +81,7 @@ def measure_rates(repeats: int = 3, seed: int = 0, log=print) -> list[Rate]:
         for name, x_shape, w_shape in layers:
             x = rng.standard_normal(x_shape, dtype=np.float32)
             weights = rng.standard_normal(w_shape, dtype=np.float32) * 0.05
+            gflop = graph_flops(layer_graph(op, x_shape, weights, False), {"x": x_shape}).flops / 1e9
             for int8 in (False, True):
                 session = inference_session(layer_graph(op, x_shape, weights, int8))
                 session.run(None, {"x": x})
@@ -96,7 +90,7 @@ def measure_rates(repeats: int = 3, seed: int = 0, log=print) -> list[Rate]:
                     start = time.perf_counter()
                     session.run(None, {"x": x})
                     times.append(time.perf_counter() - start)
-                rate = Rate(name, "int8" if int8 else "fp32", min(times) * 1e3, layer_gflop(op, x_shape, w_shape))
+                rate = Rate(name, "int8" if int8 else "fp32", min(times) * 1e3, gflop)
                 log(f"{rate.kernel:48s} {rate.precision}  {rate.ms:8.1f} ms  {rate.gflops_per_s:6.1f} GFLOP/s")
                 rates.append(rate)
     return rates
