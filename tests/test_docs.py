@@ -54,7 +54,7 @@ def test_results_page_shows_rows_and_plots_of_every_json(tmp_path):
     assert ElementTree.fromstring(drawn[0][1]).findall(f"{SVG}polyline")
 
 
-def test_whole_video_figures_show_their_rates_and_psnr_and_older_files_dashes(tmp_path):
+def test_whole_video_figures_show_their_rates_and_psnr_and_older_files_dashes():
     hook = _hook()
     base = {"variant": "t2v-turbo-vc2", "sampler": "lcm", "steps": 4, "guided": False, "backend": "onnxruntime",
             "precision": "fp32", "text_s": 0.5, "unet_s": 300.0, "vae_s": 140.0, "switch_s": 10.0,
